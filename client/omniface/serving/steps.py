@@ -1,0 +1,166 @@
+"""The pipeline steps as plain callables: numpy dict in, numpy dict out.
+
+Each step is built once (graphs loaded, settings parsed) and then called per request,
+so the Triton adapter, the in-process pipeline and the tests run the very same code.
+Steps raise ``InvalidInput`` for bad requests; the adapter turns that into a Triton
+error for that request alone and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from omniface import contract
+from omniface.errors import InvalidInput
+from omniface.processing import align, detection, image
+
+Tensors = dict[str, np.ndarray]
+
+
+class Step(Protocol):
+    """A pipeline step. ``batched`` steps take and return tensors whose first axis is the
+    batch (requests are concatenated); the others see one request at a time."""
+
+    batched: bool
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> Tensors: ...
+
+
+def _float_parameter(parameters: Mapping[str, str], key: str, default: float) -> float:
+    value = parameters.get(key, default)
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise ValueError(f"model parameter {key!r} must be a number, got {value!r}") from exc
+
+
+class PreprocessStep:
+    """Decode one frame, keep a size-capped source copy, letterbox it for the detector."""
+
+    batched = False
+
+    def __init__(self, parameters: Mapping[str, str] | None = None) -> None:
+        parameters = parameters or {}
+        self.max_source_side = int(_float_parameter(parameters, "max_source_side", contract.MAX_SOURCE_SIDE_DEFAULT))
+
+    def frame_from_inputs(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        encoded = inputs.get(contract.IMAGE_BYTES)
+        raw = inputs.get(contract.IMAGE_RAW)
+        if (encoded is None) == (raw is None):
+            raise InvalidInput(
+                f"send exactly one of {contract.IMAGE_BYTES} (encoded image) or "
+                f"{contract.IMAGE_RAW} (uint8 HxWx3 RGB); got {'both' if raw is not None else 'neither'}"
+            )
+        if raw is not None:
+            return image.as_rgb_frame(raw, "RGB")
+        flat = np.asarray(encoded).reshape(-1)
+        if flat.size != 1:
+            raise InvalidInput(f"{contract.IMAGE_BYTES} must hold exactly one encoded image, got {flat.size}")
+        data = flat[0]
+        if isinstance(data, str):
+            data = data.encode("latin-1")
+        return image.decode_image(bytes(data))
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
+        frame = self.frame_from_inputs(inputs)
+        height, width = frame.shape[:2]
+        source, source_scale = image.cap_source(frame, self.max_source_side)
+        letterboxed, box = image.letterbox(source, contract.DETECTOR_INPUT_HEIGHT, contract.DETECTOR_INPUT_WIDTH)
+        frame_info = np.array(
+            [height, width, box.scale * source_scale, box.pad_x, box.pad_y, source_scale], dtype=np.float32
+        )
+        return {
+            contract.DETECTOR_IMAGE: letterboxed[np.newaxis],
+            contract.SOURCE_IMAGE: np.ascontiguousarray(source),
+            contract.FRAME_INFO: frame_info,
+        }
+
+
+class OnnxGraphStep:
+    """One of the network graphs (detector, attributes) on ONNX Runtime, CPU."""
+
+    batched = True
+
+    def __init__(self, spec: contract.ModelSpec, onnx_path: Path, threads: int = 1) -> None:
+        from omniface.runtime import make_session
+
+        if not Path(onnx_path).is_file():
+            raise FileNotFoundError(
+                f"{onnx_path} not found: export the network with `python build/export_onnx.py` "
+                "or point the repository at a folder that holds the trained model"
+            )
+        self.spec = spec
+        self.session = make_session(onnx_path, threads=threads)
+        self.output_names = [t.name for t in spec.outputs]
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
+        feeds = {t.name: np.ascontiguousarray(inputs[t.name]) for t in self.spec.inputs}
+        values = self.session.run(self.output_names, feeds)
+        return dict(zip(self.output_names, values))
+
+
+class PostprocessStep:
+    """Decode detections, NMS, cap faces, align crops; pads to one row when no face."""
+
+    batched = False
+
+    def __init__(self, parameters: Mapping[str, str] | None = None) -> None:
+        parameters = parameters or {}
+        self.score_threshold = _float_parameter(parameters, "score_threshold", contract.SCORE_THRESHOLD_DEFAULT)
+        self.nms_iou = _float_parameter(parameters, "nms_iou", contract.NMS_IOU_DEFAULT)
+        self.max_faces = int(_float_parameter(parameters, "max_faces", contract.MAX_FACES_DEFAULT))
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
+        info = dict(zip(contract.FRAME_INFO_FIELDS, np.asarray(inputs[contract.FRAME_INFO], dtype=np.float64).tolist()))
+        box = image.Letterbox(scale=info["scale"], pad_x=info["pad_x"], pad_y=info["pad_y"])
+        faces = detection.detect_faces(
+            inputs[contract.DETECTOR_SCORES][0],
+            inputs[contract.DETECTOR_BOXES][0],
+            inputs[contract.DETECTOR_LANDMARKS][0],
+            box,
+            int(info["height"]),
+            int(info["width"]),
+            self.score_threshold,
+            self.nms_iou,
+            self.max_faces,
+        )
+        source = inputs[contract.SOURCE_IMAGE]
+        crops = align.align_faces(source, faces.landmarks * np.float32(info["source_scale"]), contract.CROP_SIZE)
+        count = len(faces.scores)
+        rows = max(count, 1)  # Triton refuses an empty batch into the attributes model.
+        return {
+            contract.FACE_COUNT: np.array([count], dtype=np.int32),
+            contract.FACE_BOXES: _pad_rows(faces.boxes, rows),
+            contract.FACE_SCORES: _pad_rows(faces.scores, rows),
+            contract.FACE_LANDMARKS: _pad_rows(faces.landmarks, rows),
+            contract.CROPS: _pad_rows(crops, rows),
+        }
+
+
+def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
+    """Pad the first axis with zeros up to ``rows`` (only ever from 0 to 1)."""
+    if len(array) >= rows:
+        return np.ascontiguousarray(array)
+    padded = np.zeros((rows, *array.shape[1:]), dtype=array.dtype)
+    padded[: len(array)] = array
+    return padded
+
+
+def make_step(model_name: str, parameters: Mapping[str, str], model_dir: Path) -> Step:
+    """Build the step a repository model runs, from its name, config parameters and
+    version folder (where the ONNX graph lies)."""
+    if model_name == contract.PREPROCESS:
+        return PreprocessStep(parameters)
+    if model_name == contract.POSTPROCESS:
+        return PostprocessStep(parameters)
+    if model_name in (contract.DETECTOR, contract.ATTRIBUTES):
+        tasks = tuple(t for t in parameters.get("tasks", ",".join(contract.DEFAULT_TASKS)).split(",") if t)
+        spec = contract.build_models(tasks=tasks)[model_name]
+        onnx_file = parameters.get("onnx_file", "model.onnx")
+        threads = int(_float_parameter(parameters, "intra_op_threads", 1))
+        return OnnxGraphStep(spec, Path(model_dir) / onnx_file, threads=threads)
+    raise ValueError(f"no omniface step is called {model_name!r}; known: {sorted(contract.MODELS)}")

@@ -1,0 +1,40 @@
+"""Shared fixtures. ``triton_server`` starts the real tritonserver (from nvidia-pytriton)
+on free loopback ports once per test session and stops it, stubs included, at the end."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def model_repository() -> Path:
+    return Path(os.environ.get("OMNIFACE_MODEL_REPOSITORY", REPO_ROOT / "model_repository"))
+
+
+@pytest.fixture(scope="session")
+def triton_server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator["EmbeddedServer"]:
+    pytest.importorskip("pytriton", reason="the embedded server needs the 'serve' extra (nvidia-pytriton)")
+    from omniface.server import EmbeddedServer, free_port
+
+    log_path = tmp_path_factory.mktemp("tritonserver") / "tritonserver.log"
+    server = EmbeddedServer(
+        model_repository=model_repository,
+        grpc_port=free_port(), http_port=free_port(), metrics_port=free_port(),
+        log_path=log_path,
+    )
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    """NASA's astronaut portrait (public domain), RGB uint8, from scikit-image."""
+    data = pytest.importorskip("skimage.data")
+    return np.ascontiguousarray(data.astronaut())
