@@ -169,6 +169,10 @@ def rendered_files(
         if is_python_step(spec, target):
             source = ADAPTER_SOURCE.format(model_name=name, env=PYTHONPATH_ENV)
             files.append(RenderedFile(Path(name) / "1" / ADAPTER_FILENAME, source))
+        elif spec.backend == "ensemble":
+            # Triton needs the version folder even though an ensemble has no files; git
+            # keeps no empty folders.
+            files.append(RenderedFile(Path(name) / "1" / ".gitkeep", ""))
     return files
 
 
