@@ -38,3 +38,36 @@ def astronaut() -> np.ndarray:
     """NASA's astronaut portrait (public domain), RGB uint8, from scikit-image."""
     data = pytest.importorskip("skimage.data")
     return np.ascontiguousarray(data.astronaut())
+
+
+def render_variant_repository(out_dir: Path, source_repo: Path, **postprocess_parameters: str) -> Path:
+    """A copy of the repository whose postprocess settings differ (same graphs)."""
+    import dataclasses
+    import shutil
+
+    from omniface import contract, repository
+
+    models = dict(contract.MODELS)
+    post = models[contract.POSTPROCESS]
+    models[contract.POSTPROCESS] = dataclasses.replace(post, parameters={**post.parameters, **postprocess_parameters})
+    repository.render_repository(out_dir, models=models)
+    for graph in (contract.DETECTOR, contract.ATTRIBUTES):
+        shutil.copy2(source_repo / graph / "1" / repository.ONNX_FILENAME, out_dir / graph / "1")
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def permissive_server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator["EmbeddedServer"]:
+    """A second server whose postprocess keeps every location (score threshold 0) and
+    caps at 8 faces: exercises the face cap and many-face frames whatever the weights."""
+    pytest.importorskip("pytriton", reason="the embedded server needs the 'serve' extra (nvidia-pytriton)")
+    from omniface.server import EmbeddedServer, free_port
+
+    work = tmp_path_factory.mktemp("permissive")
+    repo = render_variant_repository(work / "repo", model_repository, score_threshold="0.0", max_faces="8")
+    server = EmbeddedServer(
+        model_repository=repo, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port(),
+        log_path=work / "tritonserver.log",
+    )
+    with server:
+        yield server
