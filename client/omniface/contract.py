@@ -22,6 +22,10 @@ CONTRACT_VERSION = "1.0.0"
 CONTRACT_VERSION_PARAMETER = "omniface_contract_version"
 """Name of the config.pbtxt parameter that carries ``CONTRACT_VERSION``."""
 
+INVALID_INPUT_PREFIX = "omniface: invalid input:"
+"""Server-side steps start the message of a bad-request error with this; the SDK maps
+such errors (wherever Triton puts them in its own message) to ``InvalidInput``."""
+
 # --------------------------------------------------------------------------------------
 # Geometry shared by the network, the pre/post-processing and the configs.
 # --------------------------------------------------------------------------------------

@@ -16,11 +16,10 @@ import numpy as np
 
 import triton_python_backend_utils as pb_utils  # provided by the python backend stub
 
+from omniface.contract import INVALID_INPUT_PREFIX
 from omniface.errors import InvalidInput
 from omniface.serving.steps import Step, make_step
 
-INVALID_INPUT_PREFIX = "omniface: invalid input: "
-"""Error messages the SDK maps to ``InvalidInput`` start with this."""
 
 log = logging.getLogger("omniface.serving")
 
@@ -60,7 +59,7 @@ class TritonPythonModel:
             try:
                 responses.append(self._response(self.step(self._inputs(request))))
             except InvalidInput as exc:
-                responses.append(pb_utils.InferenceResponse(error=_error(INVALID_INPUT_PREFIX + str(exc), True)))
+                responses.append(pb_utils.InferenceResponse(error=_error(f"{INVALID_INPUT_PREFIX} {exc}", True)))
             except Exception as exc:  # one bad request must not take the model down
                 log.exception("omniface step failed")
                 responses.append(pb_utils.InferenceResponse(error=_error(f"omniface: internal error: {exc}", False)))

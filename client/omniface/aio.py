@@ -1,0 +1,225 @@
+"""The asyncio SDK client: ``Client``'s API with ``async`` methods.
+
+>>> from omniface.aio import AsyncClient
+>>> async with AsyncClient("127.0.0.1:8001") as client:
+...     results = await client.analyze_batch(paths, concurrency=8)
+
+Same constructor, same results, same errors as ``omniface.Client``: the requests are
+built and parsed by ``omniface._protocol``; only the I/O differs
+(``tritonclient.grpc.aio``). The gRPC channel is opened on first use, inside the
+running event loop, so an ``AsyncClient`` may be created anywhere but must then be
+used from one event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+
+from omniface import _protocol as protocol
+from omniface import contract
+from omniface._protocol import Frame, ModelInfo
+from omniface.client import DEFAULT_URL
+from omniface.errors import InvalidInput, ServerUnavailable
+from omniface.types import FaceAttributes, FrameResult
+
+__all__ = ["AsyncClient"]
+
+T = TypeVar("T")
+
+
+class AsyncClient:
+    """An asyncio connection to a Triton server running the omniface repository.
+
+    Parameters are those of ``omniface.Client``. Use one ``AsyncClient`` per event loop."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        timeout: float | None = 10.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+        ssl: bool = False,
+        root_certificates: str | None = None,
+        private_key: str | None = None,
+        certificate_chain: str | None = None,
+        color_order: str = "RGB",
+        check_contract: bool = True,
+    ) -> None:
+        self.url, tls = protocol.normalize_url(url)
+        self.timeout = protocol.check_timeout(timeout)
+        self.retries = protocol.check_positive_int("retries", retries, minimum=0)
+        if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or backoff < 0:
+            raise InvalidInput(f"backoff must be a number of seconds >= 0, got {backoff!r}")
+        self.backoff = float(backoff)
+        self.color_order = protocol.normalize_color_order(color_order)
+        self.check_contract = bool(check_contract)
+        self._ssl = bool(ssl) or tls
+        self._tls_files = dict(root_certificates=root_certificates, private_key=private_key,
+                               certificate_chain=certificate_chain)
+        self._module = _aio_module()
+        self._triton: Any = None
+        self._models: dict[str, ModelInfo] = {}
+        self._models_lock: asyncio.Lock | None = None
+        self._closed = False
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close the channel; further calls raise ``ServerUnavailable``. Idempotent."""
+        self._closed = True
+        triton, self._triton = self._triton, None
+        if triton is not None:
+            await triton.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"AsyncClient({self.url!r}, timeout={self.timeout}, color_order={self.color_order!r})"
+
+    # -- I/O core --------------------------------------------------------------------
+
+    def _client(self) -> Any:
+        if self._closed:
+            raise ServerUnavailable("this omniface AsyncClient is closed; create a new one")
+        if self._triton is None:
+            self._triton = self._module.InferenceServerClient(self.url, ssl=self._ssl, **self._tls_files)
+        return self._triton
+
+    async def _call(self, fn: Callable[[Any], Awaitable[T]], timeout: float | None) -> T:
+        exception_type = self._module.InferenceServerException
+        attempt = 0
+        while True:
+            try:
+                return await fn(self._client())
+            except exception_type as exc:
+                if attempt < self.retries and protocol.is_retryable(exc):
+                    await asyncio.sleep(protocol.backoff_delay(attempt, self.backoff))
+                    attempt += 1
+                    continue
+                raise protocol.map_error(exc, self.url, timeout) from exc
+
+    def _timeout(self, timeout: float | None) -> float | None:
+        return self.timeout if timeout is None else protocol.check_timeout(timeout)
+
+    async def _model(self, name: str) -> ModelInfo:
+        info = self._models.get(name)
+        if info is not None:
+            return info
+        if self._models_lock is None:
+            self._models_lock = asyncio.Lock()
+        async with self._models_lock:
+            info = self._models.get(name)
+            if info is None:
+                config = await self._call(
+                    lambda c: c.get_model_config(name, as_json=True, client_timeout=self.timeout), self.timeout
+                )
+                info = protocol.model_info(config, name, check=self.check_contract)
+                self._models[name] = info
+        return info
+
+    async def _infer(self, model: str, inputs: list, output_names: Sequence[str], timeout: float | None) -> dict[str, np.ndarray]:
+        outputs = protocol.requested_outputs(output_names, self._module)
+        result = await self._call(lambda c: c.infer(model, inputs, outputs=outputs, client_timeout=timeout), timeout)
+        return protocol.outputs_of(result, output_names)
+
+    # -- public API ------------------------------------------------------------------
+
+    async def is_ready(self, timeout: float | None = None) -> bool:
+        """True when the server and both omniface entry points are ready; never raises
+        for a down server."""
+        if self._closed:
+            return False
+        deadline = self._timeout(timeout)
+        try:
+            client = self._client()
+            if not (await client.is_server_live(client_timeout=deadline)
+                    and await client.is_server_ready(client_timeout=deadline)):
+                return False
+            for model in (contract.FACE_ANALYSIS, contract.FACE_ATTRIBUTES):
+                if not await client.is_model_ready(model, client_timeout=deadline):
+                    return False
+            return True
+        except Exception:
+            return False
+
+    async def contract_version(self) -> str | None:
+        return (await self._model(contract.FACE_ANALYSIS)).contract_version
+
+    async def analyze(self, frame: Frame, *, color_order: str | None = None, timeout: float | None = None) -> FrameResult:
+        """See ``omniface.Client.analyze``."""
+        inputs = protocol.build_frame_inputs(frame, color_order or self.color_order, self._module)
+        info = await self._model(contract.FACE_ANALYSIS)
+        outputs = await self._infer(
+            contract.FACE_ANALYSIS, inputs, protocol.frame_output_names(info.tasks), self._timeout(timeout)
+        )
+        return protocol.parse_frame_result(outputs)
+
+    async def analyze_batch(
+        self,
+        frames: Iterable[Frame],
+        *,
+        concurrency: int = 4,
+        color_order: str | None = None,
+        timeout: float | None = None,
+    ) -> list[FrameResult]:
+        """``analyze`` many frames with up to ``concurrency`` requests in flight; results
+        in input order. The first failure cancels the rest and is raised."""
+        protocol.check_positive_int("concurrency", concurrency)
+        # ``concurrency`` workers pull from one iterator, so frames are consumed lazily
+        # (a generator of decoded frames is never all in memory) and at most
+        # ``concurrency`` requests are in flight.
+        source = enumerate(frames)
+        results: dict[int, FrameResult] = {}
+
+        async def worker() -> None:
+            for index, frame in source:
+                results[index] = await self.analyze(frame, color_order=color_order, timeout=timeout)
+
+        workers = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
+        try:
+            await asyncio.gather(*workers)
+        except BaseException:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            raise
+        return [results[i] for i in range(len(results))]
+
+    async def analyze_faces(
+        self,
+        crops: Sequence[np.ndarray] | np.ndarray,
+        *,
+        color_order: str | None = None,
+        timeout: float | None = None,
+    ) -> list[FaceAttributes]:
+        """See ``omniface.Client.analyze_faces``."""
+        chunks = protocol.build_crop_inputs(crops, self._module, color_order or self.color_order)
+        if not chunks:
+            return []
+        info = await self._model(contract.FACE_ATTRIBUTES)
+        names = protocol.attribute_output_names(info.tasks)
+        deadline = self._timeout(timeout)
+        attributes: list[FaceAttributes] = []
+        for inputs, rows in chunks:
+            outputs = await self._infer(contract.FACE_ATTRIBUTES, inputs, names, deadline)
+            attributes.extend(protocol.parse_face_attributes(outputs, rows))
+        return attributes
+
+
+def _aio_module():
+    try:
+        import tritonclient.grpc.aio as aioclient
+    except Exception as exc:  # pragma: no cover - a broken install
+        from omniface.errors import MissingDependency
+
+        raise MissingDependency(f"tritonclient[grpc] is not importable ({exc}); pip install 'tritonclient[grpc]==2.51.0'") from exc
+    return aioclient
