@@ -1,0 +1,64 @@
+"""Building blocks of ``OmniFaceNet``: conv-BN-ReLU, depthwise-separable convs and
+the residual block of the trunk. Every block is BatchNorm + ReLU so that ONNX Runtime
+folds BN into the convolution and fuses the activation (one kernel per conv)."""
+
+from __future__ import annotations
+
+from omniface.errors import require
+
+torch = require("torch", "train")
+nn = torch.nn
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """Round a (width-multiplied) channel count to a multiple of ``divisor``, never
+    dropping below 90% of the value (the MobileNet rule)."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+class ConvBNAct(nn.Sequential):
+    """Conv2d (no bias) -> BatchNorm2d -> ReLU (optional)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1, act: bool = True):
+        layers: list[nn.Module] = [
+            nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
+        if act:
+            layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+
+
+class DWSep(nn.Sequential):
+    """Depthwise 3x3 (stride 1 or 2) -> BN -> ReLU -> pointwise 1x1 -> BN -> ReLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__(
+            ConvBNAct(cin, cin, 3, stride, groups=cin),
+            ConvBNAct(cin, cout, 1),
+        )
+
+
+class ResidualDW(nn.Module):
+    """``relu(x + BN(pw(relu(BN(dw3x3(x))))))``: a depthwise-separable conv with an
+    identity shortcut; the ReLU comes after the sum."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.dw = ConvBNAct(channels, channels, 3, 1, groups=channels)
+        self.pw = ConvBNAct(channels, channels, 1, act=False)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return self.act(x + self.pw(self.dw(x)))
+
+
+class Stage(nn.Sequential):
+    """One trunk stage: a stride-2 depthwise-separable downsampling conv followed by
+    ``depth`` residual blocks."""
+
+    def __init__(self, cin: int, cout: int, depth: int):
+        super().__init__(DWSep(cin, cout, stride=2), *(ResidualDW(cout) for _ in range(depth)))
