@@ -1,0 +1,85 @@
+"""Evaluate a checkpoint or the exported ONNX graphs on the held-out validation splits.
+
+    python build/evaluate.py --checkpoint runs/default/model.pt
+    python build/evaluate.py --onnx-dir model_repository --out runs/default/eval_onnx.json
+    python build/evaluate.py --checkpoint runs/default/last.pt --set eval.max_images=100 --set eval.max_crops=500
+
+Detection AP@0.5 (all faces, and easy / medium / hard by face height), landmark NME
+(normalised by the face box size), age MAE, gender accuracy, expression accuracy and
+per-class recall, smile accuracy and head-pose MAE per angle. Frames go through
+``omniface.processing`` (letterbox, decode, NMS) exactly as the server does. The split
+settings (data root, val fraction, split seed) come from the checkpoint's training
+config when it has one, else from --config / the defaults, then --set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="OmniFaceNet checkpoint (model.pt or last.pt)")
+    source.add_argument("--onnx-dir", type=Path, help="model repository holding detector/ and attributes/ ONNX graphs")
+    parser.add_argument("--config", type=Path, default=None, help="TOML config for the data settings")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--out", type=Path, default=None, help="JSON file (default: next to the checkpoint, or ./eval.json)")
+    parser.add_argument("--no-detection", action="store_true", help="skip the WIDER FACE detection metrics")
+    parser.add_argument("--no-attributes", action="store_true", help="skip the attribute metrics")
+    args = parser.parse_args(argv)
+
+    from omniface.training.config import load_config, set_dotted, parse_value
+    from omniface.training.evaluate import (OnnxBackend, TorchBackend, evaluate_attributes, evaluate_detection,
+                                            format_table, subsample)
+    from omniface.training.datasets import load_sets
+
+    cfg = load_config(args.config)
+    if args.checkpoint is not None:
+        import torch
+
+        from omniface.nn import load_model
+
+        ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+        if "train_config" in ckpt and args.config is None:
+            cfg["data"].update(ckpt["train_config"]["data"])
+        cfg["model"]["tasks"] = list(ckpt["config"].get("tasks", cfg["model"]["tasks"]))
+        for item in args.overrides:
+            key, _, value = item.partition("=")
+            set_dotted(cfg, key.strip(), parse_value(value.strip()))
+        backend = TorchBackend(load_model(args.checkpoint), threads=cfg["eval"]["threads"])
+        source = str(args.checkpoint)
+    else:
+        for item in args.overrides:
+            key, _, value = item.partition("=")
+            set_dotted(cfg, key.strip(), parse_value(value.strip()))
+        backend = OnnxBackend(args.onnx_dir, threads=cfg["eval"]["threads"])
+        source = str(args.onnx_dir)
+
+    e = cfg["eval"]
+    cfg["data"]["detection"] = not args.no_detection
+    if args.no_attributes:
+        cfg["data"]["attribute_sets"] = []
+    wider, faces = load_sets(cfg, "val")
+    results: dict = {"source": source, "split": {k: cfg["data"][k] for k in ("root", "val_fraction", "split_seed")}}
+    t0 = time.monotonic()
+    if wider:
+        wider = subsample(wider, e["max_images"])
+        results["detection"] = evaluate_detection(backend, wider, e["score_threshold"], e["nms_iou"], e["max_faces"], e["batch"])
+    if faces:
+        faces = {k: subsample(v, e["max_crops"]) for k, v in faces.items()}
+        results["attributes"] = evaluate_attributes(backend, faces, batch=max(1, 4 * e["batch"]))
+    results["seconds"] = round(time.monotonic() - t0, 1)
+    print(format_table({k: v for k, v in results.items() if k not in ("source", "split")}))
+    out = args.out or ((args.checkpoint.parent / f"eval_{args.checkpoint.stem}.json") if args.checkpoint else Path("eval.json"))
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
