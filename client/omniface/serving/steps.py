@@ -81,11 +81,14 @@ class PreprocessStep:
 
 
 class OnnxGraphStep:
-    """One of the network graphs (detector, attributes) on ONNX Runtime, CPU."""
+    """One of the network graphs (detector, attributes) on ONNX Runtime: CPU, or the
+    CUDA provider with ``device="cuda"`` (onnxruntime-gpu; for GPU measurements on the
+    embedded server; NVIDIA's container serves the graphs as TensorRT engines instead)."""
 
     batched = True
 
-    def __init__(self, spec: contract.ModelSpec, onnx_path: Path, threads: int = 1) -> None:
+    def __init__(self, spec: contract.ModelSpec, onnx_path: Path, threads: int = 1, device: str = "cpu",
+                 device_id: int = 0) -> None:
         from omniface.runtime import make_session
 
         if not Path(onnx_path).is_file():
@@ -94,7 +97,14 @@ class OnnxGraphStep:
                 "or point the repository at a folder that holds the trained model"
             )
         self.spec = spec
-        self.session = make_session(onnx_path, threads=threads)
+        if device == "cpu":
+            self.session = make_session(onnx_path, threads=threads)
+        elif device == "cuda":
+            from omniface.serving.gpu import ort_cuda_session
+
+            self.session = ort_cuda_session(onnx_path, device_id=device_id, threads=threads)
+        else:
+            raise ValueError(f"model parameter 'device' must be 'cpu' or 'cuda', got {device!r}")
         self.output_names = [t.name for t in spec.outputs]
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
@@ -104,23 +114,44 @@ class OnnxGraphStep:
 
 
 class PostprocessStep:
-    """Decode detections, NMS, cap faces, align crops; pads to one row when no face."""
+    """Decode detections, NMS, cap faces, align crops; pads to one row when no face.
+
+    With ``device: cuda`` (the gpu target) the crops are warped on the GPU with torch
+    (``omniface.serving.gpu``) and returned as a GPU tensor; inputs may then be GPU
+    tensors too (``gpu_inputs``): the detector outputs are small and are decoded on the
+    host."""
 
     batched = False
 
-    def __init__(self, parameters: Mapping[str, str] | None = None) -> None:
+    def __init__(self, parameters: Mapping[str, str] | None = None, device_id: int = 0) -> None:
         parameters = parameters or {}
         self.score_threshold = _float_parameter(parameters, "score_threshold", contract.SCORE_THRESHOLD_DEFAULT)
         self.nms_iou = _float_parameter(parameters, "nms_iou", contract.NMS_IOU_DEFAULT)
         self.max_faces = int(_float_parameter(parameters, "max_faces", contract.MAX_FACES_DEFAULT))
+        device = parameters.get("device", "cpu")
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"model parameter 'device' must be 'cpu' or 'cuda', got {device!r}")
+        self.device = None
+        self.gpu_inputs = device != "cpu"
+        if self.gpu_inputs:
+            from omniface.serving import gpu
+
+            gpu.require_torch(device)
+            self.device = gpu.device_name(device, device_id)
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
-        info = dict(zip(contract.FRAME_INFO_FIELDS, np.asarray(inputs[contract.FRAME_INFO], dtype=np.float64).tolist()))
+        if self.gpu_inputs:
+            from omniface.serving.gpu import to_numpy
+
+            host = {k: to_numpy(v) for k, v in inputs.items() if k != contract.SOURCE_IMAGE}
+        else:
+            host = inputs
+        info = dict(zip(contract.FRAME_INFO_FIELDS, np.asarray(host[contract.FRAME_INFO], dtype=np.float64).tolist()))
         box = image.Letterbox(scale=info["scale"], pad_x=info["pad_x"], pad_y=info["pad_y"])
         faces = detection.detect_faces(
-            inputs[contract.DETECTOR_SCORES][0],
-            inputs[contract.DETECTOR_BOXES][0],
-            inputs[contract.DETECTOR_LANDMARKS][0],
+            host[contract.DETECTOR_SCORES][0],
+            host[contract.DETECTOR_BOXES][0],
+            host[contract.DETECTOR_LANDMARKS][0],
             box,
             int(info["height"]),
             int(info["width"]),
@@ -129,15 +160,21 @@ class PostprocessStep:
             self.max_faces,
         )
         source = inputs[contract.SOURCE_IMAGE]
-        crops = align.align_faces(source, faces.landmarks * np.float32(info["source_scale"]), contract.CROP_SIZE)
+        points = faces.landmarks * np.float32(info["source_scale"])
         count = len(faces.scores)
         rows = max(count, 1)  # Triton refuses an empty batch into the attributes model.
+        if self.device is not None:
+            from omniface.serving import gpu
+
+            crops = gpu.pad_rows(gpu.align_faces_torch(source, points, contract.CROP_SIZE, self.device), rows)
+        else:
+            crops = _pad_rows(align.align_faces(source, points, contract.CROP_SIZE), rows)
         return {
             contract.FACE_COUNT: np.array([count], dtype=np.int32),
             contract.FACE_BOXES: _pad_rows(faces.boxes, rows),
             contract.FACE_SCORES: _pad_rows(faces.scores, rows),
             contract.FACE_LANDMARKS: _pad_rows(faces.landmarks, rows),
-            contract.CROPS: _pad_rows(crops, rows),
+            contract.CROPS: crops,
         }
 
 
@@ -150,17 +187,19 @@ def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
     return padded
 
 
-def make_step(model_name: str, parameters: Mapping[str, str], model_dir: Path) -> Step:
+def make_step(model_name: str, parameters: Mapping[str, str], model_dir: Path, device_id: int = 0) -> Step:
     """Build the step a repository model runs, from its name, config parameters and
-    version folder (where the ONNX graph lies)."""
+    version folder (where the ONNX graph lies); ``device_id`` is the GPU of a KIND_GPU
+    instance (steps with parameter ``device: cuda``)."""
     if model_name == contract.PREPROCESS:
         return PreprocessStep(parameters)
     if model_name == contract.POSTPROCESS:
-        return PostprocessStep(parameters)
+        return PostprocessStep(parameters, device_id=device_id)
     if model_name in (contract.DETECTOR, contract.ATTRIBUTES):
         tasks = tuple(t for t in parameters.get("tasks", ",".join(contract.DEFAULT_TASKS)).split(",") if t)
         spec = contract.build_models(tasks=tasks)[model_name]
         onnx_file = parameters.get("onnx_file", "model.onnx")
         threads = int(_float_parameter(parameters, "intra_op_threads", 1))
-        return OnnxGraphStep(spec, Path(model_dir) / onnx_file, threads=threads)
+        return OnnxGraphStep(spec, Path(model_dir) / onnx_file, threads=threads,
+                             device=parameters.get("device", "cpu"), device_id=device_id)
     raise ValueError(f"no omniface step is called {model_name!r}; known: {sorted(contract.MODELS)}")

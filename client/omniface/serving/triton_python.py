@@ -29,6 +29,15 @@ def _error(message: str, invalid: bool):
     return pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
 
 
+def _output_tensor(name: str, value):
+    """numpy -> pb_utils.Tensor; a (GPU) torch tensor goes out through DLPack, in place."""
+    if isinstance(value, np.ndarray):
+        return pb_utils.Tensor(name, value)
+    from omniface.serving.gpu import to_dlpack
+
+    return pb_utils.Tensor.from_dlpack(name, to_dlpack(value))
+
+
 class TritonPythonModel:
     """The python-backend entry point Triton looks for in model.py."""
 
@@ -36,7 +45,9 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         model_dir = Path(args["model_repository"]) / args["model_version"]
-        self.step: Step = make_step(args["model_name"], parameters, model_dir)
+        device_id = int(args.get("model_instance_device_id") or 0)  # the GPU of a KIND_GPU instance
+        self.step: Step = make_step(args["model_name"], parameters, model_dir, device_id=device_id)
+        self.keep_gpu_inputs = bool(getattr(self.step, "gpu_inputs", False))
         self.input_names = [t["name"] for t in config["input"]]
         self.output_names = [t["name"] for t in config["output"]]
 
@@ -45,11 +56,19 @@ class TritonPythonModel:
         for name in self.input_names:
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             if tensor is not None:
-                inputs[name] = tensor.as_numpy()
+                inputs[name] = tensor.as_numpy() if tensor.is_cpu() else self._gpu_input(tensor)
         return inputs
 
+    def _gpu_input(self, tensor):
+        """A GPU input (FORCE_CPU_ONLY_INPUT_TENSORS off): a torch tensor for GPU steps,
+        a host copy for the others."""
+        from omniface.serving.gpu import from_dlpack
+
+        value = from_dlpack(tensor.to_dlpack())
+        return value if self.keep_gpu_inputs else value.cpu().numpy()
+
     def _response(self, outputs: dict[str, np.ndarray]):
-        return pb_utils.InferenceResponse([pb_utils.Tensor(n, outputs[n]) for n in self.output_names])
+        return pb_utils.InferenceResponse([_output_tensor(n, outputs[n]) for n in self.output_names])
 
     def execute(self, requests: list) -> list:
         if self.step.batched:
