@@ -42,7 +42,7 @@ INVALID_INPUT_PREFIX = contract.INVALID_INPUT_PREFIX
 
 COLOR_ORDERS = ("RGB", "BGR")
 
-SERVE_HINT = "start the server with `omniface serve` (or check the URL / --url)"
+SERVE_HINT = "start the server with `omniface serve` (or check the URL / --url, and ssl= if it serves TLS)"
 
 # ----------------------------------------------------------------------------------
 # Small validators shared by both clients.

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from omniface import _endpoints as endpoints
 from omniface import _protocol as protocol
 from omniface import contract
 from omniface._protocol import Frame, ModelInfo
@@ -34,15 +35,17 @@ T = TypeVar("T")
 class AsyncClient:
     """An asyncio connection to a Triton server running the omniface repository.
 
-    Parameters are those of ``omniface.Client``. Use one ``AsyncClient`` per event loop."""
+    Parameters are those of ``omniface.Client`` (a list of endpoints included). Use one
+    ``AsyncClient`` per event loop."""
 
     def __init__(
         self,
-        url: str = DEFAULT_URL,
+        url: str | Sequence[str] = DEFAULT_URL,
         *,
         timeout: float | None = 10.0,
         retries: int = 3,
         backoff: float = 0.2,
+        endpoint_cooldown: float = endpoints.DEFAULT_COOLDOWN,
         ssl: bool = False,
         root_certificates: str | None = None,
         private_key: str | None = None,
@@ -50,7 +53,9 @@ class AsyncClient:
         color_order: str = "RGB",
         check_contract: bool = True,
     ) -> None:
-        self.url, tls = protocol.normalize_url(url)
+        self._pool = endpoints.EndpointPool(endpoints.parse_endpoints(url, ssl), endpoint_cooldown)
+        self.urls = self._pool.urls
+        self.url = ",".join(self.urls)
         self.timeout = protocol.check_timeout(timeout)
         self.retries = protocol.check_positive_int("retries", retries, minimum=0)
         if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or backoff < 0:
@@ -58,11 +63,9 @@ class AsyncClient:
         self.backoff = float(backoff)
         self.color_order = protocol.normalize_color_order(color_order)
         self.check_contract = bool(check_contract)
-        self._ssl = bool(ssl) or tls
-        self._tls_files = dict(root_certificates=root_certificates, private_key=private_key,
-                               certificate_chain=certificate_chain)
+        self._tls_files = endpoints.tls_files(self._pool.endpoints, root_certificates, private_key, certificate_chain)
         self._module = _aio_module()
-        self._triton: Any = None
+        self._tritons: dict[str, Any] = {}  # per endpoint, opened on first use inside the loop
         self._models: dict[str, ModelInfo] = {}
         self._models_lock: asyncio.Lock | None = None
         self._closed = False
@@ -70,10 +73,10 @@ class AsyncClient:
     # -- lifecycle -----------------------------------------------------------------
 
     async def close(self) -> None:
-        """Close the channel; further calls raise ``ServerUnavailable``. Idempotent."""
+        """Close the channels; further calls raise ``ServerUnavailable``. Idempotent."""
         self._closed = True
-        triton, self._triton = self._triton, None
-        if triton is not None:
+        tritons, self._tritons = self._tritons, {}
+        for triton in tritons.values():
             await triton.close()
 
     async def __aenter__(self) -> AsyncClient:
@@ -87,25 +90,44 @@ class AsyncClient:
 
     # -- I/O core --------------------------------------------------------------------
 
-    def _client(self) -> Any:
+    @property
+    def _triton(self) -> Any:
+        """The first endpoint's tritonclient once opened (the only one of a single-server client)."""
+        return self._tritons.get(self.urls[0])
+
+    @_triton.setter
+    def _triton(self, triton: Any) -> None:
+        self._tritons[self.urls[0]] = triton
+
+    def _client(self, endpoint: endpoints.Endpoint) -> Any:
         if self._closed:
             raise ServerUnavailable("this omniface AsyncClient is closed; create a new one")
-        if self._triton is None:
-            self._triton = self._module.InferenceServerClient(self.url, ssl=self._ssl, **self._tls_files)
-        return self._triton
+        triton = self._tritons.get(endpoint.url)
+        if triton is None:
+            triton = self._module.InferenceServerClient(
+                endpoint.url, ssl=endpoint.ssl, **(self._tls_files if endpoint.ssl else {})
+            )
+            self._tritons[endpoint.url] = triton
+        return triton
 
     async def _call(self, fn: Callable[[Any], Awaitable[T]], timeout: float | None) -> T:
+        """See ``Client._call``: the same failover and retries, awaiting instead of sleeping."""
         exception_type = self._module.InferenceServerException
-        attempt = 0
+        attempts = self._pool.attempts(self.retries, self.backoff)
+        endpoint = attempts.first()
         while True:
             try:
-                return await fn(self._client())
+                result = await fn(self._client(endpoint))
             except exception_type as exc:
-                if attempt < self.retries and protocol.is_retryable(exc):
-                    await asyncio.sleep(protocol.backoff_delay(attempt, self.backoff))
-                    attempt += 1
-                    continue
-                raise protocol.map_error(exc, self.url, timeout) from exc
+                delay = attempts.failed(endpoint, exc)
+                if delay is None:
+                    raise protocol.map_error(exc, attempts.where(endpoint), timeout) from exc
+                if delay:
+                    await asyncio.sleep(delay)
+                endpoint = attempts.next()
+                continue
+            attempts.succeeded(endpoint)
+            return result
 
     def _timeout(self, timeout: float | None) -> float | None:
         return self.timeout if timeout is None else protocol.check_timeout(timeout)
@@ -134,13 +156,19 @@ class AsyncClient:
     # -- public API ------------------------------------------------------------------
 
     async def is_ready(self, timeout: float | None = None) -> bool:
-        """True when the server and both omniface entry points are ready; never raises
-        for a down server."""
+        """True when the server and both omniface entry points are ready (with several
+        endpoints: on at least one); never raises for a down server."""
         if self._closed:
             return False
         deadline = self._timeout(timeout)
+        for endpoint in self._pool.endpoints:
+            if await self._endpoint_ready(endpoint, deadline):
+                return True
+        return False
+
+    async def _endpoint_ready(self, endpoint: endpoints.Endpoint, deadline: float | None) -> bool:
         try:
-            client = self._client()
+            client = self._client(endpoint)
             if not (await client.is_server_live(client_timeout=deadline)
                     and await client.is_server_ready(client_timeout=deadline)):
                 return False

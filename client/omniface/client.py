@@ -8,8 +8,8 @@
 
 Requests are built and parsed by ``omniface._protocol`` (shared with ``AsyncClient``);
 this module only does the I/O: one ``tritonclient.grpc`` client (thread-safe) per
-``Client``, retries with exponential backoff on outages, and a thread pool over that
-one channel for ``analyze_batch``.
+endpoint, failover across endpoints and retries with exponential backoff on outages
+(``omniface._endpoints`` decides which), and a thread pool for ``analyze_batch``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from omniface import _endpoints as endpoints
 from omniface import _protocol as protocol
 from omniface import contract
 from omniface._protocol import Frame, ModelInfo
@@ -42,16 +43,25 @@ class Client:
     ----------
     url:
         ``host:port`` of Triton's gRPC endpoint (``grpc://`` / ``grpcs://`` prefixes
-        are accepted; ``grpcs://`` turns on TLS).
+        are accepted; ``grpcs://`` turns on TLS), or several replicas as a list or a
+        comma-separated string: requests then take turns over the healthy ones, and
+        one that is unavailable is skipped for ``endpoint_cooldown`` seconds while its
+        requests go to the next (see ``omniface._endpoints``).
     timeout:
         Default deadline of each call in seconds (``None``: no deadline); methods take
         their own ``timeout=`` too.
     retries, backoff:
         On an outage (nothing listening, models still loading) a call is retried up to
         ``retries`` times, waiting ``backoff * 2**n`` seconds before retry ``n``. Bad
-        inputs, timeouts and server errors are never retried.
+        inputs, timeouts and server errors are never retried. With several endpoints
+        an outage first moves the call to the next endpoint at once; ``retries``
+        counts the rounds in which every endpoint failed.
+    endpoint_cooldown:
+        Seconds an endpoint that answered UNAVAILABLE is skipped while others are up.
     ssl, root_certificates, private_key, certificate_chain:
-        TLS for the gRPC channel (PEM file paths, as tritonclient takes them).
+        TLS for the gRPC channel: ``ssl=True`` (or ``grpcs://``), the CA that signed
+        the server's certificate (``root_certificates``; the system's CAs when
+        omitted), and for mutual TLS the client's key and certificate (PEM file paths).
     color_order:
         Channel order of the numpy frames you pass: ``"RGB"`` or ``"BGR"`` (OpenCV).
         Encoded images (paths, bytes) are decoded by the server and need none.
@@ -66,11 +76,12 @@ class Client:
 
     def __init__(
         self,
-        url: str = DEFAULT_URL,
+        url: str | Sequence[str] = DEFAULT_URL,
         *,
         timeout: float | None = 10.0,
         retries: int = 3,
         backoff: float = 0.2,
+        endpoint_cooldown: float = endpoints.DEFAULT_COOLDOWN,
         ssl: bool = False,
         root_certificates: str | None = None,
         private_key: str | None = None,
@@ -78,9 +89,9 @@ class Client:
         color_order: str = "RGB",
         check_contract: bool = True,
     ) -> None:
-        # One endpoint for now; client-side balancing over several would keep one
-        # tritonclient per endpoint and pick one in ``_call``.
-        self.url, tls = protocol.normalize_url(url)
+        self._pool = endpoints.EndpointPool(endpoints.parse_endpoints(url, ssl), endpoint_cooldown)
+        self.urls = self._pool.urls
+        self.url = ",".join(self.urls)  # one endpoint: its host:port; a list round-trips
         self.timeout = protocol.check_timeout(timeout)
         self.retries = protocol.check_positive_int("retries", retries, minimum=0)
         if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or backoff < 0:
@@ -88,11 +99,12 @@ class Client:
         self.backoff = float(backoff)
         self.color_order = protocol.normalize_color_order(color_order)
         self.check_contract = bool(check_contract)
-        self._ssl = bool(ssl) or tls
-        self._tls_files = dict(root_certificates=root_certificates, private_key=private_key,
-                               certificate_chain=certificate_chain)
+        self._tls_files = endpoints.tls_files(self._pool.endpoints, root_certificates, private_key, certificate_chain)
         self._module = _grpc_module()
-        self._triton = self._module.InferenceServerClient(self.url, ssl=self._ssl, **self._tls_files)
+        self._tritons = {
+            e.url: self._module.InferenceServerClient(e.url, ssl=e.ssl, **(self._tls_files if e.ssl else {}))
+            for e in self._pool.endpoints
+        }
         self._models: dict[str, ModelInfo] = {}
         self._models_lock = threading.Lock()
         self._closed = False
@@ -100,10 +112,11 @@ class Client:
     # -- lifecycle -----------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the channel; further calls raise ``ServerUnavailable``. Idempotent."""
+        """Close the channels; further calls raise ``ServerUnavailable``. Idempotent."""
         if not self._closed:
             self._closed = True
-            self._triton.close()
+            for triton in self._tritons.values():
+                triton.close()
 
     def __enter__(self) -> Client:
         return self
@@ -116,21 +129,36 @@ class Client:
 
     # -- I/O core --------------------------------------------------------------------
 
-    def _call(self, fn: Callable[[], T], timeout: float | None) -> T:
-        """Run one tritonclient call, retrying outages, mapping errors."""
+    @property
+    def _triton(self) -> Any:
+        """The first endpoint's tritonclient (the only one of a single-server client)."""
+        return self._tritons[self.urls[0]]
+
+    @_triton.setter
+    def _triton(self, triton: Any) -> None:
+        self._tritons[self.urls[0]] = triton
+
+    def _call(self, fn: Callable[[Any], T], timeout: float | None) -> T:
+        """Run one tritonclient call on the next endpoint, failing over and retrying
+        outages, mapping errors."""
         if self._closed:
             raise ServerUnavailable("this omniface Client is closed; create a new one")
         exception_type = self._module.InferenceServerException
-        attempt = 0
+        attempts = self._pool.attempts(self.retries, self.backoff)
+        endpoint = attempts.first()
         while True:
             try:
-                return fn()
+                result = fn(self._tritons[endpoint.url])
             except exception_type as exc:
-                if attempt < self.retries and protocol.is_retryable(exc):
-                    time.sleep(protocol.backoff_delay(attempt, self.backoff))
-                    attempt += 1
-                    continue
-                raise protocol.map_error(exc, self.url, timeout) from exc
+                delay = attempts.failed(endpoint, exc)
+                if delay is None:
+                    raise protocol.map_error(exc, attempts.where(endpoint), timeout) from exc
+                if delay:
+                    time.sleep(delay)
+                endpoint = attempts.next()
+                continue
+            attempts.succeeded(endpoint)
+            return result
 
     def _timeout(self, timeout: float | None) -> float | None:
         """A call's deadline: its own ``timeout=``, else the client's."""
@@ -145,7 +173,7 @@ class Client:
             info = self._models.get(name)
             if info is None:
                 config = self._call(
-                    lambda: self._triton.get_model_config(name, as_json=True, client_timeout=self.timeout),
+                    lambda triton: triton.get_model_config(name, as_json=True, client_timeout=self.timeout),
                     self.timeout,
                 )
                 info = protocol.model_info(config, name, check=self.check_contract)
@@ -155,7 +183,7 @@ class Client:
     def _infer(self, model: str, inputs: list, output_names: Sequence[str], timeout: float | None) -> dict[str, np.ndarray]:
         outputs = protocol.requested_outputs(output_names, self._module)
         result = self._call(
-            lambda: self._triton.infer(model, inputs, outputs=outputs, client_timeout=timeout),
+            lambda triton: triton.infer(model, inputs, outputs=outputs, client_timeout=timeout),
             timeout,
         )
         return protocol.outputs_of(result, output_names)
@@ -164,15 +192,20 @@ class Client:
 
     def is_ready(self, timeout: float | None = None) -> bool:
         """True when the server is live and ready and both omniface entry points
-        (``face_analysis``, ``attributes``) are loaded. Never raises for a down server."""
+        (``face_analysis``, ``attributes``) are loaded; with several endpoints, when at
+        least one is. Never raises for a down server."""
         if self._closed:
             return False
         deadline = self._timeout(timeout)
+        return any(self._endpoint_ready(triton, deadline) for triton in self._tritons.values())
+
+    @staticmethod
+    def _endpoint_ready(triton: Any, deadline: float | None) -> bool:
         try:
             return bool(
-                self._triton.is_server_live(client_timeout=deadline)
-                and self._triton.is_server_ready(client_timeout=deadline)
-                and all(self._triton.is_model_ready(m, client_timeout=deadline)
+                triton.is_server_live(client_timeout=deadline)
+                and triton.is_server_ready(client_timeout=deadline)
+                and all(triton.is_model_ready(m, client_timeout=deadline)
                         for m in (contract.FACE_ANALYSIS, contract.FACE_ATTRIBUTES))
             )
         except Exception:

@@ -23,7 +23,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,6 +117,10 @@ class EmbeddedServer:
 
     >>> with EmbeddedServer() as server:
     ...     client = Client(server.grpc_url)
+
+    ``model_repository`` is a folder or any location tritonserver reads itself, such as
+    ``s3://host:port/bucket/path`` (credentials from ``AWS_*`` variables, e.g. in
+    ``env``); ``env`` adds variables to the server's environment.
     """
 
     model_repository: Path | str | None = None
@@ -127,6 +131,7 @@ class EmbeddedServer:
     log_path: Path | None = None
     extra_args: Sequence[str] = ()
     startup_timeout: float = 180.0
+    env: Mapping[str, str] = field(default_factory=dict)
     _process: subprocess.Popen | None = field(default=None, init=False, repr=False)
     _log_file: object = field(default=None, init=False, repr=False)
 
@@ -171,6 +176,7 @@ class EmbeddedServer:
         )
         env[repository.PYTHONPATH_ENV] = os.pathsep.join(site_directories())
         env.setdefault("OMP_NUM_THREADS", "1")
+        env.update(self.env)
         return env
 
     def start(self) -> "EmbeddedServer":
@@ -278,7 +284,9 @@ def run_serve_command(
 ) -> int:
     """``omniface serve``: start, print the endpoints, serve until Ctrl-C or SIGTERM."""
     server = EmbeddedServer(
-        model_repository=Path(model_repository) if model_repository else None,
+        # a folder, or a location tritonserver reads itself (s3://, gs://, as://)
+        model_repository=(model_repository if "://" in model_repository else Path(model_repository))
+        if model_repository else None,
         grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port, host=host,
         extra_args=tuple(extra_args),
     )
