@@ -16,6 +16,13 @@ if [ ! -e /usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0 ] && [ ! -e /lib/x86_64
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq libpython3.11
 fi
 
+# perf_analyzer (in tritonclient's wheel, for the 'bench' extra) links the system's libb64.so.0d.
+if [ ! -e /usr/lib/x86_64-linux-gnu/libb64.so.0d ] && [ ! -e /lib/x86_64-linux-gnu/libb64.so.0d ]; then
+  echo "omniface: installing libb64-0d (needed by perf_analyzer)"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq libb64-0d
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   echo "omniface: creating $VENV"
   "$PYTHON" -m venv "$VENV"

@@ -42,18 +42,9 @@ def astronaut() -> np.ndarray:
 
 def render_variant_repository(out_dir: Path, source_repo: Path, **postprocess_parameters: str) -> Path:
     """A copy of the repository whose postprocess settings differ (same graphs)."""
-    import dataclasses
-    import shutil
+    from omniface import repository
 
-    from omniface import contract, repository
-
-    models = dict(contract.MODELS)
-    post = models[contract.POSTPROCESS]
-    models[contract.POSTPROCESS] = dataclasses.replace(post, parameters={**post.parameters, **postprocess_parameters})
-    repository.render_repository(out_dir, models=models)
-    for graph in (contract.DETECTOR, contract.ATTRIBUTES):
-        shutil.copy2(source_repo / graph / "1" / repository.ONNX_FILENAME, out_dir / graph / "1")
-    return out_dir
+    return repository.render_variant(out_dir, source_repo, postprocess=postprocess_parameters)
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,6 @@
 # integration tests against a real tritonserver on loopback). Extra args go to pytest.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bash "$ROOT/build/install.sh" serve,train,test,demo,bench
+bash "$ROOT/build/install.sh" serve,train,test,demo,bench,deploy
 cd "$ROOT"
 exec "${OMNIFACE_VENV:-$ROOT/.venv}/bin/python" -m pytest "$@"

@@ -3,6 +3,7 @@
     omniface analyze IMAGE... [--url URL] [--json] [--annotate OUT] [--timeout S]
     omniface serve [--model-repository PATH] [--grpc-port 8001] [--http-port 8000] [--metrics-port 8002]
     omniface doctor
+    omniface build-engines [--out-dir DIR] [--precision fp16|fp32|int8] [--dry-run]
 
 ``analyze`` prints one table row per face (or, with ``--json``, one JSON object per
 image and line: ``{"path": ..., "width": ..., "height": ..., "faces": [...]}``).
@@ -482,6 +483,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = sub.add_parser("doctor", help="check what is installed and how to fix what is missing")
     doctor.set_defaults(handler=cmd_doctor)
+
+    from omniface.bench import cli as bench_cli  # argparse only; perf_analyzer runs when a bench command does
+
+    bench = sub.add_parser("bench", help="benchmark the served pipeline with perf_analyzer (the 'bench' extra)",
+                           description=bench_cli.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench_cli.add_arguments(bench)
+    bench.set_defaults(handler=bench_cli.run)
+
+    from omniface.engines import command as engines_command  # argparse only; TensorRT is imported when building
+
+    engines = sub.add_parser("build-engines", help="build the TensorRT engines of the GPU repository (needs TensorRT, a GPU)",
+                             description=engines_command.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    engines_command.add_arguments(engines).set_defaults(handler=engines_command.run)
     return parser
 
 

@@ -14,8 +14,10 @@ Two targets share one contract and one ensemble:
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Mapping
+import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -41,8 +43,22 @@ DEFAULT_INSTANCE_COUNTS: dict[str, int] = {
     contract.ATTRIBUTES: 1,
 }
 
-ORT_THREADS: dict[str, int] = {contract.DETECTOR: 2, contract.ATTRIBUTES: 1}
-"""ONNX Runtime intra-op threads per graph on the CPU target (all steps share 2 cores)."""
+CPU_INSTANCE_COUNTS: dict[str, int] = {contract.DETECTOR: 2}
+"""Instance counts of the CPU target over ``DEFAULT_INSTANCE_COUNTS``: two detector
+instances of one ONNX Runtime thread each keep both cores busy with two frames at once
+(+25% frames/s at concurrency 4, -30% CPU per frame against one instance of two
+threads; docs/performance.md has the measurements and the commands)."""
+
+ORT_THREADS: dict[str, int] = {contract.DETECTOR: 1, contract.ATTRIBUTES: 1}
+"""ONNX Runtime intra-op threads per graph on the CPU target (all steps share 2 cores).
+One thread each: a second intra-op thread spin-waits between operators and takes a
+core from the other steps (measured in docs/performance.md)."""
+
+GPU_PYTHON_STEPS: tuple[str, ...] = (contract.POSTPROCESS,)
+"""Python steps that compute on the GPU in the gpu target (parameter ``device: "cuda"``,
+KIND_GPU): postprocess aligns the crops with torch on the GPU, where the detector's
+outputs already are, and hands them to the attributes engine without a host round trip.
+Preprocess stays on the host: decoding is CPU work and its inputs come from the client."""
 
 ADAPTER_SOURCE = '''"""Triton python-backend adapter for the omniface step {model_name!r}.
 
@@ -99,7 +115,7 @@ def _tensor_message(tensor: TensorSpec, message_type, with_optional: bool):
 def build_config(spec: ModelSpec, target: Target = "cpu", instance_counts: Mapping[str, int] | None = None):
     """The ``ModelConfig`` message of one model for a target."""
     pb = _pb()
-    counts = {**DEFAULT_INSTANCE_COUNTS, **(instance_counts or {})}
+    counts = {**DEFAULT_INSTANCE_COUNTS, **(CPU_INSTANCE_COUNTS if target == "cpu" else {}), **(instance_counts or {})}
     config = pb.ModelConfig(name=spec.name, max_batch_size=spec.max_batch_size)
     config.input.extend(_tensor_message(t, pb.ModelInput, True) for t in spec.inputs)
     config.output.extend(_tensor_message(t, pb.ModelOutput, False) for t in spec.outputs)
@@ -115,15 +131,21 @@ def build_config(spec: ModelSpec, target: Target = "cpu", instance_counts: Mappi
     elif spec.backend == "onnx" and target == "gpu":
         config.platform = "tensorrt_plan"
         config.default_model_filename = PLAN_FILENAME
-        config.instance_group.add(kind=pb.ModelInstanceGroup.KIND_GPU, count=counts.get(spec.name, 1))
+        # The engine's one optimization profile (omniface.engines.profiles: batch 1..max_batch_size).
+        config.instance_group.add(kind=pb.ModelInstanceGroup.KIND_GPU, count=counts.get(spec.name, 1), profile=["0"])
     else:
         config.backend = "python"
-        config.instance_group.add(kind=pb.ModelInstanceGroup.KIND_CPU, count=counts.get(spec.name, 1))
+        if target == "gpu" and spec.name in GPU_PYTHON_STEPS:
+            parameters.setdefault("device", "cuda")  # a variant may keep it on the host: device=cpu
+        on_gpu = parameters.get("device", "cpu") != "cpu"
+        kind = pb.ModelInstanceGroup.KIND_GPU if on_gpu else pb.ModelInstanceGroup.KIND_CPU
+        config.instance_group.add(kind=kind, count=counts.get(spec.name, 1))
         if spec.backend == "onnx":
             parameters["onnx_file"] = ONNX_FILENAME
-            parameters["intra_op_threads"] = str(ORT_THREADS.get(spec.name, 1))
-        if target == "gpu":
-            # Let pre/post-processing receive GPU tensors through DLPack where they run on GPU.
+            # A variant (``variant_models(ort_threads=...)``) may carry its own setting.
+            parameters.setdefault("intra_op_threads", str(ORT_THREADS.get(spec.name, 1)))
+        if on_gpu:
+            # A step computing on the GPU takes GPU tensors as they are (DLPack), not host copies.
             parameters["FORCE_CPU_ONLY_INPUT_TENSORS"] = "no"
 
     if spec.dynamic_batching:
@@ -207,3 +229,75 @@ def check_repository(repo_dir: Path, models: Mapping[str, ModelSpec] | None = No
         elif path.read_text() != rendered.text:
             drifted.append(f"{rendered.path}: differs from the contract's rendering")
     return drifted
+
+
+def variant_models(
+    models: Mapping[str, ModelSpec] | None = None,
+    *,
+    postprocess: Mapping[str, str] | None = None,
+    max_queue_delay_us: Mapping[str, int] | None = None,
+    preferred_batch_sizes: Mapping[str, Sequence[int]] | None = None,
+    ort_threads: Mapping[str, int] | None = None,
+    required_input: str | None = None,
+) -> dict[str, ModelSpec]:
+    """The contract's models with some settings changed (same tensors, same graphs):
+    postprocess parameters (``score_threshold``, ``max_faces``, ...), dynamic-batching
+    delays and preferred sizes and ONNX Runtime threads per model, and, with
+    ``required_input`` (``IMAGE_BYTES`` or ``IMAGE_RAW``), an ensemble that takes only
+    that input, as a required one (perf_analyzer's shared-memory mode refuses optional
+    inputs). Benchmarks and tests serve such variants; the default repository is
+    ``contract.MODELS`` unchanged."""
+    out = dict(contract.MODELS if models is None else models)
+
+    def replace(name: str, **changes) -> None:
+        if name not in out:
+            raise KeyError(f"no model {name!r} in the repository; known: {sorted(out)}")
+        out[name] = dataclasses.replace(out[name], **changes)
+
+    if postprocess:
+        post = out[contract.POSTPROCESS]
+        replace(contract.POSTPROCESS, parameters={**post.parameters, **{k: str(v) for k, v in postprocess.items()}})
+    for name, delay in (max_queue_delay_us or {}).items():
+        if not out.get(name) or not out[name].dynamic_batching:
+            raise ValueError(f"model {name!r} has no dynamic batching to set a queue delay on")
+        replace(name, max_queue_delay_us=int(delay))
+    for name, sizes in (preferred_batch_sizes or {}).items():
+        if not out.get(name) or not out[name].dynamic_batching:
+            raise ValueError(f"model {name!r} has no dynamic batching to set preferred batch sizes on")
+        replace(name, preferred_batch_sizes=tuple(int(s) for s in sizes))
+    for name, threads in (ort_threads or {}).items():
+        if not out.get(name) or out[name].backend != "onnx":
+            raise ValueError(f"model {name!r} is not an ONNX graph; only graphs take intra-op threads")
+        if int(threads) < 1:
+            raise ValueError(f"intra-op threads of {name!r} must be >= 1, got {threads}")
+        replace(name, parameters={**out[name].parameters, "intra_op_threads": str(int(threads))})
+    if required_input is not None:
+        ensemble = out[contract.FACE_ANALYSIS]
+        spec = ensemble.input(required_input)  # KeyError for an unknown name
+        first, *rest = ensemble.steps
+        step = dataclasses.replace(first, input_map={k: v for k, v in first.input_map.items() if v == required_input})
+        replace(contract.FACE_ANALYSIS, inputs=(dataclasses.replace(spec, optional=False),), steps=(step, *rest))
+    return out
+
+
+def render_variant(
+    out_dir: Path,
+    source_repo: Path | None = None,
+    *,
+    instance_counts: Mapping[str, int] | None = None,
+    **changes,
+) -> Path:
+    """Render a variant repository (``variant_models(**changes)``, ``instance_counts``)
+    into ``out_dir`` and copy the network graphs from ``source_repo`` (default: the
+    default repository). Returns ``out_dir``."""
+    out_dir = Path(out_dir)
+    source_repo = Path(source_repo) if source_repo else default_repository_path()
+    models = variant_models(**changes)
+    render_repository(out_dir, models=models, instance_counts=instance_counts)
+    for name, spec in models.items():
+        if spec.backend == "onnx":
+            graph = source_repo / name / "1" / ONNX_FILENAME
+            if not graph.is_file():
+                raise FileNotFoundError(f"{graph} not found: export the graphs with `python build/export_onnx.py`")
+            shutil.copy2(graph, out_dir / name / "1" / ONNX_FILENAME)
+    return out_dir
