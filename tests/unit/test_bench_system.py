@@ -65,13 +65,19 @@ def test_paused_stops_and_continues(tmp_path: Path) -> None:
             stat = Path(f"/proc/{child.pid}/stat").read_text()
             return stat[stat.rindex(")") + 2]
 
+        def resumed() -> bool:  # SIGCONT, like SIGSTOP, lands asynchronously
+            deadline = time.monotonic() + 2
+            while state() == "T" and time.monotonic() < deadline:
+                time.sleep(0.005)
+            return state() in "SR"
+
         with system.paused(pid_file) as pid:
             assert pid == child.pid and state() == "T"
-        assert state() in "SR"
+        assert resumed()
         with pytest.raises(RuntimeError):
             with system.paused(pid_file):
                 raise RuntimeError("a failed benchmark")
-        assert state() in "SR"  # continued even on failure
+        assert resumed()  # continued even on failure
     finally:
         child.kill()
         child.wait()

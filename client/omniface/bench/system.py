@@ -163,6 +163,21 @@ def request_counts(metrics: dict[tuple[str, str], float], model: str) -> tuple[i
 # --------------------------------------------------------------------------------------
 
 
+def _process_state(pid: int) -> str | None:
+    """The one-letter state of /proc/PID/stat (R, S, T, Z, ...), None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2]
+
+
+def _wait_stopped(pids: list[int], timeout: float = 2.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_process_state(p) not in (None, "T", "t", "Z") for p in pids):
+        time.sleep(0.005)
+
+
 @contextlib.contextmanager
 def paused(pid_file: str | os.PathLike | None) -> Iterator[int | None]:
     """While the block runs, SIGSTOP the process whose pid ``pid_file`` holds (a
@@ -181,6 +196,7 @@ def paused(pid_file: str | os.PathLike | None) -> Iterator[int | None]:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(member, signal.SIGSTOP)
                     stopped.append(member)
+            _wait_stopped(stopped)  # SIGSTOP lands asynchronously: measure only once it has
         yield pid if stopped else None
     finally:
         for member in reversed(stopped):
