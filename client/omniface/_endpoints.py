@@ -219,3 +219,40 @@ def tls_files(
         if not os.path.isfile(path):
             raise InvalidInput(f"{name} file {path!r} does not exist (a PEM file path is expected)")
     return {name: given.get(name) for name in files}
+
+
+class ClientBase:
+    """What ``Client`` and ``AsyncClient`` share besides I/O: the endpoint pool, the TLS
+    files and the validated settings (the httpx ``BaseClient`` pattern). Subclasses open
+    their own tritonclient channels."""
+
+    def __init__(
+        self,
+        url: str | Sequence[str],
+        *,
+        timeout: float | None,
+        retries: int,
+        backoff: float,
+        endpoint_cooldown: float,
+        ssl: bool,
+        root_certificates: str | None,
+        private_key: str | None,
+        certificate_chain: str | None,
+        color_order: str,
+        check_contract: bool,
+    ) -> None:
+        self._pool = EndpointPool(parse_endpoints(url, ssl), endpoint_cooldown)
+        self.urls = self._pool.urls
+        self.url = ",".join(self.urls)  # one endpoint: its host:port; a list round-trips
+        self.timeout = protocol.check_timeout(timeout)
+        self.retries = protocol.check_positive_int("retries", retries, minimum=0)
+        if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or backoff < 0:
+            raise InvalidInput(f"backoff must be a number of seconds >= 0, got {backoff!r}")
+        self.backoff = float(backoff)
+        self.color_order = protocol.normalize_color_order(color_order)
+        self.check_contract = bool(check_contract)
+        self._tls_files = tls_files(self._pool.endpoints, root_certificates, private_key, certificate_chain)
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r}, timeout={self.timeout}, color_order={self.color_order!r})"

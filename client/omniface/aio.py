@@ -24,7 +24,7 @@ from omniface import _protocol as protocol
 from omniface import contract
 from omniface._protocol import Frame, ModelInfo
 from omniface.client import DEFAULT_URL
-from omniface.errors import InvalidInput, ServerUnavailable
+from omniface.errors import ServerUnavailable
 from omniface.types import FaceAttributes, FrameResult
 
 __all__ = ["AsyncClient"]
@@ -32,7 +32,7 @@ __all__ = ["AsyncClient"]
 T = TypeVar("T")
 
 
-class AsyncClient:
+class AsyncClient(endpoints.ClientBase):
     """An asyncio connection to a Triton server running the omniface repository.
 
     Parameters are those of ``omniface.Client`` (a list of endpoints included). Use one
@@ -53,22 +53,15 @@ class AsyncClient:
         color_order: str = "RGB",
         check_contract: bool = True,
     ) -> None:
-        self._pool = endpoints.EndpointPool(endpoints.parse_endpoints(url, ssl), endpoint_cooldown)
-        self.urls = self._pool.urls
-        self.url = ",".join(self.urls)
-        self.timeout = protocol.check_timeout(timeout)
-        self.retries = protocol.check_positive_int("retries", retries, minimum=0)
-        if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or backoff < 0:
-            raise InvalidInput(f"backoff must be a number of seconds >= 0, got {backoff!r}")
-        self.backoff = float(backoff)
-        self.color_order = protocol.normalize_color_order(color_order)
-        self.check_contract = bool(check_contract)
-        self._tls_files = endpoints.tls_files(self._pool.endpoints, root_certificates, private_key, certificate_chain)
+        super().__init__(
+            url, timeout=timeout, retries=retries, backoff=backoff, endpoint_cooldown=endpoint_cooldown,
+            ssl=ssl, root_certificates=root_certificates, private_key=private_key,
+            certificate_chain=certificate_chain, color_order=color_order, check_contract=check_contract,
+        )
         self._module = _aio_module()
         self._tritons: dict[str, Any] = {}  # per endpoint, opened on first use inside the loop
         self._models: dict[str, ModelInfo] = {}
         self._models_lock: asyncio.Lock | None = None
-        self._closed = False
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -84,9 +77,6 @@ class AsyncClient:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
-
-    def __repr__(self) -> str:
-        return f"AsyncClient({self.url!r}, timeout={self.timeout}, color_order={self.color_order!r})"
 
     # -- I/O core --------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from omniface import _endpoints as endpoints
 from omniface import _protocol as protocol
 from omniface import contract
 from omniface._protocol import Frame, ModelInfo
-from omniface.errors import InvalidInput, ServerUnavailable
+from omniface.errors import ServerUnavailable
 from omniface.types import FaceAttributes, FrameResult
 
 __all__ = ["Client", "DEFAULT_URL"]
@@ -36,7 +36,7 @@ DEFAULT_URL = "127.0.0.1:8001"
 T = TypeVar("T")
 
 
-class Client:
+class Client(endpoints.ClientBase):
     """A connection to a Triton server that runs the omniface model repository.
 
     Parameters
@@ -89,17 +89,11 @@ class Client:
         color_order: str = "RGB",
         check_contract: bool = True,
     ) -> None:
-        self._pool = endpoints.EndpointPool(endpoints.parse_endpoints(url, ssl), endpoint_cooldown)
-        self.urls = self._pool.urls
-        self.url = ",".join(self.urls)  # one endpoint: its host:port; a list round-trips
-        self.timeout = protocol.check_timeout(timeout)
-        self.retries = protocol.check_positive_int("retries", retries, minimum=0)
-        if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or backoff < 0:
-            raise InvalidInput(f"backoff must be a number of seconds >= 0, got {backoff!r}")
-        self.backoff = float(backoff)
-        self.color_order = protocol.normalize_color_order(color_order)
-        self.check_contract = bool(check_contract)
-        self._tls_files = endpoints.tls_files(self._pool.endpoints, root_certificates, private_key, certificate_chain)
+        super().__init__(
+            url, timeout=timeout, retries=retries, backoff=backoff, endpoint_cooldown=endpoint_cooldown,
+            ssl=ssl, root_certificates=root_certificates, private_key=private_key,
+            certificate_chain=certificate_chain, color_order=color_order, check_contract=check_contract,
+        )
         self._module = _grpc_module()
         self._tritons = {
             e.url: self._module.InferenceServerClient(e.url, ssl=e.ssl, **(self._tls_files if e.ssl else {}))
@@ -107,7 +101,6 @@ class Client:
         }
         self._models: dict[str, ModelInfo] = {}
         self._models_lock = threading.Lock()
-        self._closed = False
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -123,9 +116,6 @@ class Client:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        return f"Client({self.url!r}, timeout={self.timeout}, color_order={self.color_order!r})"
 
     # -- I/O core --------------------------------------------------------------------
 
