@@ -28,7 +28,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from omniface import contract
 
 DEFAULT_OUT = "bench-out"
 
@@ -261,7 +260,6 @@ def cmd_compare(args) -> int:
 def cmd_tune(args) -> int:
     from omniface.bench.experiments import expand_presets, tune, tuning_table, variant_from_dict
     from omniface.bench.perf import find_perf_analyzer
-    from omniface.bench.report import write_report
     from omniface.bench.system import paused
 
     try:
@@ -276,8 +274,14 @@ def cmd_tune(args) -> int:
         sweeps = tune(perf, out, variants, case=args.case, kind=args.input_kind, concurrency=args.concurrency,
                       measurement=_measurement(args), rounds=args.rounds, progress=not args.no_progress, log=_log)
     table = tuning_table(sweeps, args.concurrency)
-    report = write_report(out, "omniface tuning", sweeps,
-                          [_environment_section(perf), f"Command: {_command_line()}", "## Variants", table])
+    return _table_report(out, "omniface tuning", sweeps, perf, "## Variants", table)
+
+
+def _table_report(out, title: str, sweeps, perf, heading: str, table: str) -> int:
+    """Write the report of a sweep experiment whose result is one table, and print it."""
+    from omniface.bench.report import write_report
+
+    report = write_report(out, title, sweeps, [_environment_section(perf), f"Command: {_command_line()}", heading, table])
     print(table)
     _log(f"report: {report}")
     return 0
@@ -286,7 +290,6 @@ def cmd_tune(args) -> int:
 def cmd_transport(args) -> int:
     from omniface.bench.experiments import transport, transport_table
     from omniface.bench.perf import find_perf_analyzer
-    from omniface.bench.report import write_report
     from omniface.bench.system import paused
 
     perf = find_perf_analyzer()
@@ -296,11 +299,7 @@ def cmd_transport(args) -> int:
                            rounds=args.rounds,
                            progress=not args.no_progress, log=_log)
     table = transport_table(sweeps, args.concurrency)
-    report = write_report(out, "omniface transport", sweeps,
-                          [_environment_section(perf), f"Command: {_command_line()}", "## Transport", table])
-    print(table)
-    _log(f"report: {report}")
-    return 0
+    return _table_report(out, "omniface transport", sweeps, perf, "## Transport", table)
 
 
 def cmd_soak(args) -> int:

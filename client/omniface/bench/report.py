@@ -53,6 +53,16 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: Path) -> Path:
+    """Lay out, write and close a figure (the tail every plot here shares)."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot_throughput_latency(sweeps: Sequence[Sweep], path: Path, title: str = "Throughput against latency") -> Path:
     """Per sweep, p50 (dashed) and p99 (solid) latency against throughput, points
     labelled with their load (c4: concurrency 4, r20: 20 requests/s)."""
@@ -74,12 +84,7 @@ def plot_throughput_latency(sweeps: Sequence[Sweep], path: Path, title: str = "T
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_steps(sweeps: Sequence[Sweep], path: Path, title: str = "Time per ensemble step") -> Path:
@@ -109,12 +114,7 @@ def plot_steps(sweeps: Sequence[Sweep], path: Path, title: str = "Time per ensem
     if sweeps:
         axes.flat[0].legend(fontsize=7)
     fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_soak(samples: Sequence[dict], segments: Sequence[dict], path: Path, title: str = "Soak") -> Path:
@@ -136,12 +136,7 @@ def plot_soak(samples: Sequence[dict], segments: Sequence[dict], path: Path, tit
     bottom.set_ylabel("frames/s")
     bottom.grid(True, alpha=0.3)
     fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def write_report(out_dir: Path, title: str, sweeps: Sequence[Sweep], sections: Sequence[str] = (),
