@@ -14,8 +14,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -27,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=float, default=1.0, help="width multiplier for --random-init (default 1.0)")
     parser.add_argument("--out-dir", type=Path, default=Path("model_repository"), help="model repository root")
     parser.add_argument("--version", type=int, default=1, help="model version folder (default 1)")
+    parser.add_argument("--data", default=None, help="data root for the parity images (default: $OMNIFACE_DATA or ../shared/data)")
     parser.add_argument("--no-parity", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
     args = parser.parse_args(argv)
 
@@ -46,17 +45,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"random init, seed {args.seed} (tasks {','.join(net.tasks)}, width {net.width})")
 
     paths = export_all(net, args.out_dir, version=args.version)
-    rng = np.random.default_rng(args.seed)
-    samples = {
-        contract.DETECTOR: rng.integers(0, 256, (2, contract.DETECTOR_INPUT_HEIGHT, contract.DETECTOR_INPUT_WIDTH, 3), dtype=np.uint8),
-        contract.ATTRIBUTES: rng.integers(0, 256, (4, contract.CROP_SIZE, contract.CROP_SIZE, 3), dtype=np.uint8),
-    }
+    from omniface.quantize import image_set
+
+    # Parity on real images (held-out WIDER FACE frames, UTKFace crops); the astronaut
+    # stand-in when the data is not at hand.
+    samples = {name: image_set(name, "val", count, args.data) for name, count in
+               ((contract.DETECTOR, 4), (contract.ATTRIBUTES, 16))}
     for name, path in paths.items():
         size = path.stat().st_size
         line = f"wrote {path} ({size / 1e6:.2f} MB, {size} bytes), matches contract model {name!r}"
         if not args.no_parity:
-            report = parity_report(net, path, samples[name])
-            line += f"; max |ORT - torch| {max(report.values()):.2e}"
+            report = parity_report(net, path, samples[name].images)
+            line += f"; max |ORT - torch| {max(report.values()):.2e} on {samples[name].source}"
         print(line)
     return 0
 

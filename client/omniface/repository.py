@@ -15,6 +15,7 @@ Two targets share one contract and one ensemble:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -239,14 +240,16 @@ def variant_models(
     preferred_batch_sizes: Mapping[str, Sequence[int]] | None = None,
     ort_threads: Mapping[str, int] | None = None,
     required_input: str | None = None,
+    fuse: Sequence[str] | None = None,
 ) -> dict[str, ModelSpec]:
     """The contract's models with some settings changed (same tensors, same graphs):
     postprocess parameters (``score_threshold``, ``max_faces``, ...), dynamic-batching
     delays and preferred sizes and ONNX Runtime threads per model, and, with
     ``required_input`` (``IMAGE_BYTES`` or ``IMAGE_RAW``), an ensemble that takes only
     that input, as a required one (perf_analyzer's shared-memory mode refuses optional
-    inputs). Benchmarks and tests serve such variants; the default repository is
-    ``contract.MODELS`` unchanged."""
+    inputs), and, with ``fuse`` (consecutive ensemble step names), those steps run as one
+    python-backend model (``fuse_steps``). Benchmarks and tests serve such variants; the
+    default repository is ``contract.MODELS`` unchanged."""
     out = dict(contract.MODELS if models is None else models)
 
     def replace(name: str, **changes) -> None:
@@ -277,7 +280,93 @@ def variant_models(
         first, *rest = ensemble.steps
         step = dataclasses.replace(first, input_map={k: v for k, v in first.input_map.items() if v == required_input})
         replace(contract.FACE_ANALYSIS, inputs=(dataclasses.replace(spec, optional=False),), steps=(step, *rest))
+    if fuse:
+        out = fuse_steps(out, tuple(fuse))
     return out
+
+
+FUSED_STEPS_PARAMETER = contract.FUSED_STEPS_PARAMETER
+"""JSON ``{"steps": [{"model", "input_map", "output_map"}, ...], "outputs": {name: tensor}}``
+over the fused model's own tensor scope."""
+
+
+def fused_name(step_names: Sequence[str]) -> str:
+    return "fused_" + "_".join(step_names)
+
+
+def _batched(spec: TensorSpec, model: ModelSpec) -> TensorSpec:
+    """A tensor as a model without batching sees it (a batched model's batch axis made explicit)."""
+    return dataclasses.replace(spec, dims=(-1, *spec.dims)) if model.max_batch_size > 0 else spec
+
+
+def fuse_steps(models: Mapping[str, ModelSpec], step_names: tuple[str, ...], name: str | None = None) -> dict[str, ModelSpec]:
+    """Replace consecutive steps of the ``face_analysis`` ensemble by one python-backend
+    model that runs them in one process (``omniface.serving.steps.FusedStep``), with the
+    same code, settings and graphs (each ONNX graph stays in its own model folder).
+
+    Why: on CPU every python-backend step is a process hop; the hop costs shared-memory
+    copies of its tensors (the letterboxed and source frames are ~1 MB each) and a
+    round trip through the stub, which on a 2-core machine is a large share of a frame
+    with few faces (docs/performance.md). The sub-models stay in the repository (the
+    attribute graph is also an entry point of its own). Each sub-model's parameters are
+    carried as ``<model>.<key>``; the wiring as ``fused_steps`` JSON."""
+    out = dict(models)
+    ensemble = out[contract.FACE_ANALYSIS]
+    names = [s.model_name for s in ensemble.steps]
+    if len(step_names) < 2 or any(n not in names for n in step_names):
+        raise ValueError(f"fuse: need two or more of the ensemble's steps {names}, got {list(step_names)}")
+    first = names.index(step_names[0])
+    if tuple(names[first:first + len(step_names)]) != tuple(step_names):
+        raise ValueError(f"fuse: steps {list(step_names)} are not consecutive in the ensemble {names}")
+    chain = ensemble.steps[first:first + len(step_names)]
+    later = ensemble.steps[first + len(step_names):]
+    needed_after = {t for s in later for t in s.input_map.values()} | {t.name for t in ensemble.outputs}
+    produced: dict[str, tuple[str, TensorSpec]] = {}  # ensemble tensor -> (local name, spec)
+    inputs: dict[str, TensorSpec] = {}                # fused input name -> spec
+    input_map: dict[str, str] = {}                    # fused input name -> ensemble tensor
+    wiring = []
+    for step in chain:
+        spec = out[step.model_name]
+        for local, tensor in step.input_map.items():
+            if tensor not in produced and local not in inputs:
+                inputs[local] = _batched(spec.input(local), spec)
+                input_map[local] = tensor
+        for local, tensor in step.output_map.items():
+            produced[tensor] = (local, _batched(spec.output(local), spec))
+        wiring.append({"model": step.model_name, "input_map": dict(step.input_map), "output_map": dict(step.output_map)})
+    # Inside the fused model, tensors keep their ensemble-scope names; its inputs and
+    # outputs are named as the sub-models that take / make them name them.
+    scope_name = {tensor: local for local, tensor in input_map.items()}
+    for sub in wiring:
+        sub["input_map"] = {k: scope_name.get(v, v) for k, v in sub["input_map"].items()}
+    outputs, output_map = [], {}
+    for tensor, (local, spec) in produced.items():
+        if tensor in needed_after:
+            if local in output_map:
+                raise ValueError(f"fuse: two sub-steps output {local!r}")
+            outputs.append(dataclasses.replace(spec, name=local))
+            output_map[local] = tensor
+    parameters = {FUSED_STEPS_PARAMETER: json.dumps({"steps": wiring, "outputs": output_map}, sort_keys=True),
+                  contract.CONTRACT_VERSION_PARAMETER: contract.CONTRACT_VERSION}
+    for step in chain:
+        spec = out[step.model_name]
+        for key, value in model_parameters(spec, "cpu").items():
+            if key != contract.CONTRACT_VERSION_PARAMETER:
+                parameters[f"{step.model_name}.{key}"] = value
+    name = name or fused_name(step_names)
+    out[name] = ModelSpec(
+        name=name, backend="python", inputs=tuple(inputs.values()), outputs=tuple(outputs),
+        description=f"{' + '.join(step_names)} in one process (fused for the CPU target)", parameters=parameters)
+    fused = contract.EnsembleStep(name, input_map, output_map)
+    out[contract.FACE_ANALYSIS] = dataclasses.replace(
+        ensemble, steps=(*ensemble.steps[:first], fused, *later))
+    return out
+
+
+def model_parameters(spec: ModelSpec, target: Target = "cpu") -> dict[str, str]:
+    """The parameters a model's rendered config.pbtxt carries."""
+    config = build_config(spec, target)
+    return {key: value.string_value for key, value in config.parameters.items()}
 
 
 def render_variant(

@@ -68,10 +68,20 @@ def test_render_variant_copies_the_graphs(tmp_path: Path) -> None:
 def test_presets_spell_out_the_detector_settings() -> None:
     from omniface.bench.experiments import PRESET_GROUPS, PRESETS, expand_presets
 
-    for name in (n for group in PRESET_GROUPS.values() for n in group):
+    for name in (n for key, group in PRESET_GROUPS.items() if key != "fusion" for n in group):
         assert contract.DETECTOR in PRESETS[name].instance_counts, name
         assert contract.DETECTOR in PRESETS[name].ort_threads, name
     assert [v.name for v in expand_presets(["det1-ort2", "stage2"])][:2] == ["det1-ort2", "det1-ort1"]
     with pytest.raises(KeyError):
         expand_presets(["nope"])
     assert "detector x2 ort1" in PRESETS["det2-ort1"].describe()
+
+
+def test_fused_presets_spell_out_the_fused_instances() -> None:
+    from omniface.bench.experiments import PRESET_GROUPS, PRESETS
+
+    for name in PRESET_GROUPS["fusion"]:
+        variant = PRESETS[name]
+        if variant.fuse:
+            assert variant.instance_counts == {repository.fused_name(variant.fuse): int(name.rsplit("x", 1)[1])}
+            assert "fused x" in variant.describe()

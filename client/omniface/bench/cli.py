@@ -94,6 +94,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          choices=("real", "faces1", "faces20"))
     kinds(compare, ["raw", "encoded"])
     compare.add_argument("--concurrency", nargs="+", type=_positive_int, default=[1, 4, 16])
+    compare.add_argument("--preset", default="shipped",
+                         help="the served repository variant (omniface.bench.experiments.PRESETS; default: shipped)")
     compare.add_argument("--inprocess-seconds", type=_positive_float, default=6.0,
                          help="seconds of in-process load per concurrency (default: 6)")
     common(compare)
@@ -237,10 +239,17 @@ def cmd_compare(args) -> int:
     from omniface.bench.report import write_report
     from omniface.bench.system import paused
 
+    from omniface.bench.experiments import expand_presets
+
+    try:
+        (base,) = expand_presets([args.preset])
+    except (KeyError, ValueError):
+        _log(f"--preset takes one preset name: {args.preset!r} is not one")
+        return 2
     perf = find_perf_analyzer()
     out = _out(args, "compare")
     with paused(args.pause_pid_file):
-        rows, sweeps, faces = overhead_budget(perf, out, cases=args.case, kinds=args.input_kind,
+        rows, sweeps, faces = overhead_budget(perf, out, cases=args.case, kinds=args.input_kind, base=base,
                                               concurrency=args.concurrency, measurement=_measurement(args),
                                               inprocess_seconds=args.inprocess_seconds, rounds=args.rounds,
                                               progress=not args.no_progress, log=_log)

@@ -41,12 +41,13 @@ class Variant:
     preferred_batch_sizes: Mapping[str, Sequence[int]] = field(default_factory=dict)
     postprocess: Mapping[str, str] = field(default_factory=dict)
     required_input: str | None = None
+    fuse: tuple[str, ...] = ()
 
     def changes(self) -> dict:
         return {"postprocess": dict(self.postprocess), "ort_threads": dict(self.ort_threads),
                 "max_queue_delay_us": dict(self.max_queue_delay_us),
                 "preferred_batch_sizes": {k: list(v) for k, v in self.preferred_batch_sizes.items()},
-                "required_input": self.required_input}
+                "required_input": self.required_input, "fuse": list(self.fuse) or None}
 
     def models(self) -> dict[str, contract.ModelSpec]:
         return repository.variant_models(**self.changes())
@@ -61,7 +62,12 @@ class Variant:
         models = self.models()
         counts = {**repository.DEFAULT_INSTANCE_COUNTS, **repository.CPU_INSTANCE_COUNTS, **self.instance_counts}
         parts = []
+        if self.fuse:
+            fused = repository.fused_name(self.fuse)
+            parts.append(f"{' + '.join(self.fuse)} fused x{counts.get(fused, 1)}")
         for name in (contract.PREPROCESS, contract.DETECTOR, contract.POSTPROCESS, contract.ATTRIBUTES):
+            if name in self.fuse:
+                continue
             spec = models[name]
             text = f"{name} x{counts.get(name, 1)}"
             if spec.backend == "onnx":
@@ -197,7 +203,8 @@ def overhead_budget(
             if case.faces is not None and faces != case.faces:
                 raise RuntimeError(f"case {case_name}: expected {case.faces} forced faces, the server found {faces}")
             log(f"{case_name}: {image.name} {image.shape[1]}x{image.shape[0]}, {faces} faces; {variant.describe()}")
-            pipeline = LocalPipeline(repo_dir=server.repository_dir, models=variant.models())
+            # The baseline is the unfused pipeline: the same steps, one process.
+            pipeline = LocalPipeline(repo_dir=server.repository_dir, models=variant.with_(fuse=()).models())
             setups.append((case_name, variant, image, server, pipeline))
         for round_index in range(rounds):
             for case_name, variant, image, server, pipeline in setups:
@@ -322,6 +329,10 @@ PRESETS: dict[str, Variant] = {v.name: v for v in (
     _preset("det2-ort1-detdelay2ms", 2, 1, max_queue_delay_us={D: 2000}, preferred_batch_sizes={D: (2,)}),
     _preset("det2-ort1-attrdelay1ms", 2, 1, max_queue_delay_us={A: 1000}),
     _preset("det2-ort1-pre2", 2, 1, instance_counts={PRE: 2}),
+    # stage 3: fewer process hops (repository.fuse_steps), two instances of the fused model
+    Variant("fused3-x2", instance_counts={repository.fused_name((PRE, D, POST)): 2}, fuse=(PRE, D, POST)),
+    Variant("fused4-x2", instance_counts={repository.fused_name((PRE, D, POST, A)): 2}, fuse=(PRE, D, POST, A)),
+    Variant("fused4-x3", instance_counts={repository.fused_name((PRE, D, POST, A)): 3}, fuse=(PRE, D, POST, A)),
 )}
 """The tuning grid. Each variant differs from its stage's starting point in one respect
 (or two that belong together: two detector instances share the cores with one thread
@@ -335,6 +346,7 @@ PRESET_GROUPS: dict[str, tuple[str, ...]] = {
     "attributes": ("det1-ort2", "det1-ort2-attr-ort2", "det1-ort2-attrdelay1ms", "det1-ort2-post2",
                    "det1-ort2-pre2-post2", "det1-ort2-detdelay2ms"),
     "attributes2": ("det1-ort2", "det1-ort1", "det2-ort1", "det2-ort1-attrdelay1ms"),
+    "fusion": ("shipped", "fused3-x2", "fused4-x2", "fused4-x3"),
 }
 """Named sets of presets: the grids behind docs/performance.md."""
 
@@ -513,7 +525,8 @@ def variant_from_dict(data: Mapping) -> Variant:
                    ort_threads=dict(data.get("ort_threads", {})),
                    max_queue_delay_us=dict(data.get("max_queue_delay_us", {})),
                    preferred_batch_sizes={k: tuple(v) for k, v in data.get("preferred_batch_sizes", {}).items()},
-                   postprocess=dict(data.get("postprocess", {})), required_input=data.get("required_input"))
+                   postprocess=dict(data.get("postprocess", {})), required_input=data.get("required_input"),
+                   fuse=tuple(data.get("fuse") or ()))
 
 
 __all__ = ["CASES", "PRESETS", "PRESET_GROUPS", "expand_presets", "Case", "ComparisonRow", "Variant", "asdict", "budget_summary", "comparison_table",

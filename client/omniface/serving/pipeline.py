@@ -18,8 +18,7 @@ from omniface.serving.steps import Step, Tensors, make_step
 
 def model_parameters(spec: contract.ModelSpec) -> dict[str, str]:
     """The parameters a model's rendered config.pbtxt carries (CPU target)."""
-    config = repository.build_config(spec, "cpu")
-    return {key: value.string_value for key, value in config.parameters.items()}
+    return repository.model_parameters(spec, "cpu")
 
 
 class LocalPipeline:

@@ -8,6 +8,7 @@ error for that request alone and the server keeps serving.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
@@ -187,10 +188,44 @@ def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
     return padded
 
 
+class FusedStep:
+    """Consecutive ensemble steps in one process (``omniface.repository.fuse_steps``):
+    the same step objects, wired as the ensemble wires them, so the frames between them
+    never cross a process boundary. Each sub-step gets its own ``<model>.<key>``
+    parameters and its own model folder (``<repository>/<model>/<version>``), where its
+    graph lies."""
+
+    batched = False
+
+    def __init__(self, parameters: Mapping[str, str], model_dir: Path, device_id: int = 0) -> None:
+        plan = json.loads(parameters[contract.FUSED_STEPS_PARAMETER])
+        model_dir = Path(model_dir)
+        repo_root, version = model_dir.parent.parent, model_dir.name
+        self.wiring: list[tuple[str, dict[str, str], dict[str, str]]] = []
+        self.steps: dict[str, Step] = {}
+        for sub in plan["steps"]:
+            name = sub["model"]
+            prefix = f"{name}."
+            own = {k[len(prefix):]: v for k, v in parameters.items() if k.startswith(prefix)}
+            self.steps[name] = make_step(name, own, repo_root / name / version, device_id=device_id)
+            self.wiring.append((name, sub["input_map"], sub["output_map"]))
+        self.outputs: dict[str, str] = plan["outputs"]
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
+        scope: dict[str, np.ndarray] = dict(inputs)
+        for name, input_map, output_map in self.wiring:
+            step_inputs = {local: scope[tensor] for local, tensor in input_map.items() if tensor in scope}
+            outputs = self.steps[name](step_inputs)
+            scope.update({tensor: outputs[local] for local, tensor in output_map.items()})
+        return {local: scope[tensor] for local, tensor in self.outputs.items()}
+
+
 def make_step(model_name: str, parameters: Mapping[str, str], model_dir: Path, device_id: int = 0) -> Step:
     """Build the step a repository model runs, from its name, config parameters and
     version folder (where the ONNX graph lies); ``device_id`` is the GPU of a KIND_GPU
     instance (steps with parameter ``device: cuda``)."""
+    if contract.FUSED_STEPS_PARAMETER in parameters:
+        return FusedStep(parameters, model_dir, device_id=device_id)
     if model_name == contract.PREPROCESS:
         return PreprocessStep(parameters)
     if model_name == contract.POSTPROCESS:

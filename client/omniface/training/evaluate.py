@@ -287,3 +287,45 @@ def format_table(results: dict) -> str:
 
     emit("", results)
     return "\n".join(lines)
+
+
+HEADLINE = (
+    ("AP easy", ("detection", "ap50_easy"), "{:.3f}"),
+    ("AP medium", ("detection", "ap50_medium"), "{:.3f}"),
+    ("AP hard", ("detection", "ap50_hard"), "{:.3f}"),
+    ("AP all", ("detection", "ap50_all"), "{:.3f}"),
+    ("NME", ("detection", "landmark_nme_box"), "{:.3f}"),
+    ("age MAE", ("attributes", "utkface", "age_mae"), "{:.2f}"),
+    ("gender %", ("attributes", "utkface", "gender_acc"), "{:.1%}"),
+    ("expr %", ("attributes", "fer2013", "expression_acc"), "{:.1%}"),
+    ("expr recall", ("attributes", "fer2013", "expression_mean_recall"), "{:.1%}"),
+    ("smile %", ("attributes", "genki4k", "smile_acc"), "{:.1%}"),
+    ("yaw", ("attributes", "genki4k", "pose_mae", "yaw"), "{:.2f}"),
+    ("pitch", ("attributes", "genki4k", "pose_mae", "pitch"), "{:.2f}"),
+    ("roll", ("attributes", "genki4k", "pose_mae", "roll"), "{:.2f}"),
+)
+"""The model card's columns: (header, path into an ``evaluate`` result, format)."""
+
+
+def headline(results: dict) -> dict[str, float]:
+    """The model card's metrics from one ``build/evaluate.py`` result (missing -> nan)."""
+    row = {}
+    for name, path, _ in HEADLINE:
+        node = results
+        for key in path:
+            node = node.get(key, {}) if isinstance(node, dict) else {}
+        row[name] = float(node) if isinstance(node, (int, float)) else float("nan")
+    return row
+
+
+def markdown_table(rows: dict[str, dict]) -> str:
+    """``{row label: build/evaluate.py result}`` -> a Markdown table of the headline metrics."""
+    head = "| | " + " | ".join(name for name, _, _ in HEADLINE) + " |"
+    sep = "|---|" + "---:|" * len(HEADLINE)
+    lines = [head, sep]
+    for label, results in rows.items():
+        values = headline(results)
+        cells = ["–" if np.isnan(values[name]) else fmt.format(values[name]).replace("%", " %")
+                 for name, _, fmt in HEADLINE]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
