@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -43,15 +44,16 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
-def test_serve_prints_endpoints_and_stops_cleanly(stop_signal: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("stop_signal", "extra"), [(signal.SIGTERM, ()), (signal.SIGINT, ()), (signal.SIGTERM, ("--fuse",))],
+                         ids=["sigterm", "sigint", "fused-sigterm"])
+def test_serve_prints_endpoints_and_stops_cleanly(stop_signal: int, extra: tuple, tmp_path: Path) -> None:
     from omniface import Client
     from omniface.server import free_port
 
     grpc, http, metrics = free_port(), free_port(), free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "omniface.cli", "serve", "--grpc-port", str(grpc), "--http-port", str(http),
-         "--metrics-port", str(metrics)],
+         "--metrics-port", str(metrics), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     lines = []
@@ -68,6 +70,9 @@ def test_serve_prints_endpoints_and_stops_cleanly(stop_signal: int, tmp_path: Pa
         assert f"127.0.0.1:{grpc}" in output and f":{http}" in output and f":{metrics}/metrics" in output, output
         with Client(f"127.0.0.1:{grpc}") as client:
             assert client.is_ready()
+            if extra:  # the fused repository answers through the same ensemble
+                result = client.analyze(np.zeros((48, 64, 3), np.uint8))
+                assert (result.width, result.height) == (64, 48)
         server_pids = descendants(process.pid)
         assert len(server_pids) >= 2, "expected tritonserver and its python-backend stubs"
         process.send_signal(stop_signal)
