@@ -200,3 +200,19 @@ def test_dead_port_is_server_unavailable(astronaut: np.ndarray) -> None:
         assert dead.is_ready() is False
         with pytest.raises(ServerUnavailable, match="omniface serve"):
             dead.analyze(astronaut)
+
+
+def test_default_model_reads_the_astronaut(client: Client, astronaut: np.ndarray) -> None:
+    """The trained default model through the whole served path: one face, where her face
+    is (roughly x 150-330, y 40-220 in the 512x512 portrait), with its landmarks inside
+    the box and attributes in their ranges. Random-init graphs fail this."""
+    faces = [f for f in client.analyze(astronaut).faces if f.score >= 0.5]
+    assert len(faces) == 1, faces
+    face = faces[0]
+    x1, y1, x2, y2 = face.box.x1, face.box.y1, face.box.x2, face.box.y2
+    assert 110 < x1 < 230 and 260 < x2 < 370 and 0 <= y1 < 130 and 160 < y2 < 290, face.box
+    for point in face.landmarks:
+        assert x1 <= point.x <= x2 and y1 <= point.y <= y2, face.landmarks
+    assert 1 <= face.age <= 100 and 0 < face.age_std
+    assert face.gender in ("female", "male") and 0.5 <= face.gender_score <= 1
+    assert abs(sum(face.expression_scores.values()) - 1) < 1e-3 and 0 <= face.smile_score <= 1

@@ -368,3 +368,36 @@ def test_loader_workers_do_not_change_batches(data_root):
     for a, b in zip(direct, loaded):
         assert a["step"] == b["step"]
         assert torch.equal(a["det"]["images"], b["det"]["images"]) and torch.equal(a["attr"]["images"], b["attr"]["images"])
+
+
+def test_model_card_tables_from_an_evaluation():
+    from omniface.training.evaluate import headline, markdown_table, targets_table
+
+    res = {"detection": {"ap50_easy": 0.9, "ap50_medium": 0.5, "ap50_hard": 0.2, "ap50_all": 0.3, "landmark_nme_box": 0.1},
+           "attributes": {"utkface": {"age_mae": 7.5, "gender_acc": 0.95}, "fer2013": {"expression_acc": 0.6},
+                          "genki4k": {"smile_acc": 0.91, "pose_mae": {"yaw": 4.0, "pitch": 5.0, "roll": 3.0}}}}
+    row = headline(res)
+    assert row["AP easy"] == 0.9 and row["yaw"] == 4.0 and np.isnan(row["expr recall"])
+    table = markdown_table({"run": res, "empty": {}})
+    assert "| run | 0.900 |" in table and "| empty | – |" in table
+    targets = targets_table(res).splitlines()
+    assert "| AP easy | >= 0.850 | 0.900 | yes |  |" in targets
+    assert "| AP medium | >= 0.750 | 0.500 | no | 0.250 |" in targets
+    assert "| age MAE | <= 6.00 | 7.50 | no | 1.50 |" in targets
+    assert "| roll | <= 3.00 | 3.00 | yes |  |" in targets
+
+
+def test_ablate_script_trains_evaluates_and_tabulates(data_root, tmp_path):
+    env = {**os.environ, "OMNIFACE_DATA": str(data_root), "PYTHONWARNINGS": "ignore"}
+    sets = ["data.det_batch=1", "data.attr_batch=4", "data.det_size=[64,64]", "model.width=0.25", "train.max_steps=2",
+            "train.warmup_steps=1", "train.threads=1", "data.workers=0", "data.val_fraction=0.5"]
+    cmd = [sys.executable, str(REPO / "build" / "ablate.py"), "--schedule", str(REPO / "build" / "configs" / "default.toml"),
+           "--out", str(tmp_path / "abl"), "--quiet", "--only", "default", "--only", "no_resup",
+           "--eval-set", "eval.threads=1", "--eval-set", "eval.batch=2"] + [a for s in sets for a in ("--set", s)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = (tmp_path / "abl" / "ablation.md").read_text()
+    assert "| default (uncertainty + ReSup + DM) |" in table and "| no ReSup |" in table
+    cfg = json.loads((tmp_path / "abl" / "no_resup" / "config.json").read_text())
+    assert cfg["resup"]["enabled"] is False and cfg["train"]["max_steps"] == 2 and cfg["data"]["det_size"] == [64, 64]
+    assert json.loads((tmp_path / "abl" / "default" / "config.json").read_text())["resup"]["enabled"] is True

@@ -329,3 +329,28 @@ def markdown_table(rows: dict[str, dict]) -> str:
                  for name, _, fmt in HEADLINE]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+TARGETS = (
+    ("AP easy", ">=", 0.85), ("AP medium", ">=", 0.75), ("AP hard", ">=", 0.45),
+    ("age MAE", "<=", 6.0), ("gender %", ">=", 0.90), ("expr %", ">=", 0.65), ("smile %", ">=", 0.90),
+    ("yaw", "<=", 5.0), ("pitch", "<=", 4.0), ("roll", "<=", 3.0),
+)
+"""The default model's accuracy targets on held-out data (issue: the model)."""
+
+
+def targets_table(results: dict) -> str:
+    """Markdown: each target, the measured value, met or by how much it is missed."""
+    values = headline(results)
+    fmt = {name: f for name, _, f in HEADLINE}
+    lines = ["| metric | target | measured | met | gap |", "|---|---|---:|---|---:|"]
+    for name, op, target in TARGETS:
+        value = values[name]
+        show = lambda v: fmt[name].format(v).replace("%", " %")  # noqa: E731
+        if np.isnan(value):
+            lines.append(f"| {name} | {op} {show(target)} | – | – | – |")
+            continue
+        met = value >= target if op == ">=" else value <= target
+        gap = "" if met else show(abs(value - target))
+        lines.append(f"| {name} | {op} {show(target)} | {show(value)} | {'yes' if met else 'no'} | {gap} |")
+    return "\n".join(lines)
