@@ -2,6 +2,7 @@
 
     python build/evaluate.py --checkpoint runs/default/model.pt
     python build/evaluate.py --onnx-dir model_repository --out runs/default/eval_onnx.json
+    python build/evaluate.py --onnx-dir runs/quantized --onnx-file model.qdq-cpu.onnx   # the INT8 Q/DQ graphs
     python build/evaluate.py --checkpoint runs/default/last.pt --set eval.max_images=100 --set eval.max_crops=500
 
 Detection AP@0.5 (all faces, and easy / medium / hard by face height), landmark NME
@@ -26,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", type=Path, help="OmniFaceNet checkpoint (model.pt or last.pt)")
     source.add_argument("--onnx-dir", type=Path, help="model repository holding detector/ and attributes/ ONNX graphs")
+    parser.add_argument("--onnx-file", default="model.onnx",
+                        help="with --onnx-dir: the graph file in each version folder (e.g. model.qdq-cpu.onnx)")
     parser.add_argument("--config", type=Path, default=None, help="TOML config for the data settings")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default: next to the checkpoint, or ./eval.json)")
@@ -57,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         for item in args.overrides:
             key, _, value = item.partition("=")
             set_dotted(cfg, key.strip(), parse_value(value.strip()))
-        backend = OnnxBackend(args.onnx_dir, threads=cfg["eval"]["threads"])
+        backend = OnnxBackend(args.onnx_dir, threads=cfg["eval"]["threads"], filename=args.onnx_file)
         source = str(args.onnx_dir)
 
     e = cfg["eval"]

@@ -67,24 +67,24 @@ class TorchBackend:
         return {n: o.numpy() for n, o in zip(self.attribute_names, out)}
 
 
-def _onnx_file(root: Path, name: str) -> Path:
+def _onnx_file(root: Path, name: str, filename: str = "model.onnx") -> Path:
     folder = root / name
     versions = sorted((p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)) if folder.is_dir() else []
     for v in reversed(versions):
-        if (v / "model.onnx").is_file():
-            return v / "model.onnx"
-    raise FileNotFoundError(f"{folder}: no <version>/model.onnx; export one with build/export_onnx.py")
+        if (v / filename).is_file():
+            return v / filename
+    raise FileNotFoundError(f"{folder}: no <version>/{filename}; export one with build/export_onnx.py")
 
 
 class OnnxBackend:
     """The repository's ONNX graphs (``<dir>/detector/<v>/model.onnx``, ``<dir>/attributes/<v>/model.onnx``)."""
 
-    def __init__(self, onnx_dir: str | os.PathLike, threads: int = 2):
+    def __init__(self, onnx_dir: str | os.PathLike, threads: int = 2, filename: str = "model.onnx"):
         from omniface.runtime import make_session
 
         root = Path(onnx_dir)
-        self.det = make_session(_onnx_file(root, contract.DETECTOR), threads)
-        self.attr = make_session(_onnx_file(root, contract.ATTRIBUTES), threads)
+        self.det = make_session(_onnx_file(root, contract.DETECTOR, filename), threads)
+        self.attr = make_session(_onnx_file(root, contract.ATTRIBUTES, filename), threads)
         self.attribute_names = tuple(o.name for o in self.attr.get_outputs())
 
     def detect(self, frames: np.ndarray):
