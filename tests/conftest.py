@@ -62,3 +62,22 @@ def permissive_server(model_repository: Path, tmp_path_factory: pytest.TempPathF
     )
     with server:
         yield server
+
+
+def same_frame_result(a, b, tolerance: float = 1e-3) -> None:
+    """Two ``FrameResult``s agree: same size and faces, boxes within 0.1 px, scores and
+    probabilities within ``tolerance``, age within 0.05 years, same decisions. Not
+    bit-equality: dynamic batching may run a frame's crops in another batch, and ONNX
+    Runtime's kernels round differently per batch size."""
+    assert (a.width, a.height, len(a.faces)) == (b.width, b.height, len(b.faces))
+    for fa, fb in zip(a.faces, b.faces):
+        assert np.allclose(fa.box.as_tuple(), fb.box.as_tuple(), atol=tolerance * 100)
+        assert fa.score == pytest.approx(fb.score, abs=tolerance)
+        assert fa.age == pytest.approx(fb.age, abs=0.05)
+        assert fa.gender == fb.gender and fa.expression == fb.expression and fa.smile == fb.smile
+
+
+@pytest.fixture(scope="session")
+def assert_same_result():
+    """``same_frame_result`` as a fixture, for test modules (conftest is not importable)."""
+    return same_frame_result

@@ -1,8 +1,8 @@
 """The SDK against a real tritonserver running the omniface repository.
 
-The network may still carry random weights, so these tests assert structure and
-consistency (types, sizes, boxes inside the frame, identical answers for identical
-pixels), never that a face is found.
+Most tests assert structure and consistency (types, sizes, boxes inside the frame,
+the same answers for the same pixels), whatever the weights; one checks that the
+trained default model reads the astronaut portrait.
 """
 
 from __future__ import annotations
@@ -63,15 +63,6 @@ def assert_result_valid(result: FrameResult, height: int, width: int) -> None:
     assert scores == sorted(scores, reverse=True)  # highest first
 
 
-def assert_same(a: FrameResult, b: FrameResult) -> None:
-    assert (a.width, a.height, len(a.faces)) == (b.width, b.height, len(b.faces))
-    for fa, fb in zip(a.faces, b.faces):
-        assert np.allclose(fa.box.as_tuple(), fb.box.as_tuple(), atol=TOLERANCE * 100)
-        assert fa.score == pytest.approx(fb.score, abs=TOLERANCE)
-        assert fa.age == pytest.approx(fb.age, abs=0.05)
-        assert fa.gender == fb.gender and fa.expression == fb.expression
-
-
 @pytest.fixture(scope="module")
 def client(triton_server) -> Client:
     with Client(triton_server.grpc_url, timeout=60.0) as client:
@@ -95,7 +86,7 @@ def test_is_ready_and_contract(client: Client) -> None:
     assert client.contract_version() == contract.CONTRACT_VERSION
 
 
-def test_analyze_array_bytes_and_path_agree(client: Client, astronaut: np.ndarray, tmp_path: Path) -> None:
+def test_analyze_array_bytes_and_path_agree(client: Client, astronaut: np.ndarray, tmp_path: Path, assert_same_result) -> None:
     height, width = astronaut.shape[:2]
     from_array = client.analyze(astronaut)
     assert_result_valid(from_array, height, width)
@@ -107,15 +98,15 @@ def test_analyze_array_bytes_and_path_agree(client: Client, astronaut: np.ndarra
     from_str = client.analyze(str(path))
     for other in (from_bytes, from_path, from_str):
         assert_result_valid(other, height, width)
-        assert_same(from_array, other)
+        assert_same_result(from_array, other)
 
 
-def test_color_orders_and_grayscale(client: Client, astronaut: np.ndarray) -> None:
+def test_color_orders_and_grayscale(client: Client, astronaut: np.ndarray, assert_same_result) -> None:
     rgb = client.analyze(astronaut)
     bgr = client.analyze(np.ascontiguousarray(astronaut[..., ::-1]), color_order="BGR")
-    assert_same(rgb, bgr)
+    assert_same_result(rgb, bgr)
     with Client(client.url, color_order="BGR") as bgr_client:
-        assert_same(rgb, bgr_client.analyze(np.ascontiguousarray(astronaut[..., ::-1])))
+        assert_same_result(rgb, bgr_client.analyze(np.ascontiguousarray(astronaut[..., ::-1])))
     gray = np.ascontiguousarray(astronaut.mean(axis=2).astype(np.uint8))
     assert_result_valid(client.analyze(gray), *gray.shape)
 
@@ -126,24 +117,24 @@ def test_non_square_and_tiny_frames(client: Client, frames: list[np.ndarray]) ->
 
 
 @pytest.mark.parametrize("concurrency", [1, 4])
-def test_analyze_batch_matches_sequential_in_order(client: Client, frames: list[np.ndarray], concurrency: int) -> None:
+def test_analyze_batch_matches_sequential_in_order(client: Client, frames: list[np.ndarray], concurrency: int, assert_same_result) -> None:
     sequential = [client.analyze(f) for f in frames]
     batch = client.analyze_batch(frames * 2, concurrency=concurrency)
     assert len(batch) == 2 * len(frames)
     for got, expected, frame in zip(batch, sequential * 2, frames * 2):
         assert_result_valid(got, *frame.shape[:2])
-        assert_same(got, expected)
+        assert_same_result(got, expected)
 
 
-async def test_async_client_matches_sync(triton_server, client: Client, frames: list[np.ndarray]) -> None:
+async def test_async_client_matches_sync(triton_server, client: Client, frames: list[np.ndarray], assert_same_result) -> None:
     sequential = [client.analyze(f) for f in frames]
     async with AsyncClient(triton_server.grpc_url, timeout=60.0) as aclient:
         assert await aclient.is_ready() is True
         assert await aclient.contract_version() == contract.CONTRACT_VERSION
-        assert_same(await aclient.analyze(frames[0]), sequential[0])
+        assert_same_result(await aclient.analyze(frames[0]), sequential[0])
         batch = await aclient.analyze_batch(frames, concurrency=4)
         for got, expected in zip(batch, sequential):
-            assert_same(got, expected)
+            assert_same_result(got, expected)
         crops = [frames[0][100:300, 150:350], frames[0][:112, :112]]
         assert await aclient.analyze_faces(crops) == client.analyze_faces(crops)
         with pytest.raises(InvalidInput):
