@@ -20,10 +20,11 @@ def test_bench_is_an_omniface_subcommand() -> None:
 def test_defaults_of_the_long_runs() -> None:
     parser = cli.build_parser()
     soak = parser.parse_args(["bench", "soak"])
-    assert (soak.duration, soak.concurrency, soak.warmup) == (600.0, 4, 30.0)
+    assert (soak.duration, soak.concurrency, soak.warmup, soak.preset) == (600.0, 4, 30.0, "shipped")
     compare = parser.parse_args(["bench", "compare"])
     assert compare.concurrency == [1, 4, 16] and compare.case == ["real", "faces1", "faces20"]
-    assert compare.rounds == 2
+    assert compare.rounds == 2 and compare.preset == "shipped"
+    assert parser.parse_args(["bench", "soak", "--preset", "fused4-x2"]).preset == "fused4-x2"
 
 
 def test_no_command_and_bad_arguments() -> None:

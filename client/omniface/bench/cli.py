@@ -138,6 +138,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     soak.add_argument("--input-kind", default="raw", choices=("raw", "encoded"))
     soak.add_argument("--sample", nargs="+", default=["astronaut", "crowd_20"], metavar="NAME")
     soak.add_argument("--faces", type=_positive_int, default=None, help="force N faces per frame (embedded)")
+    soak.add_argument("--preset", default="shipped", help="embedded server: the repository variant to soak "
+                      "(omniface.bench.experiments.PRESETS, e.g. fused4-x2; default: shipped)")
     soak.add_argument("--segment", type=_positive_float, default=60.0, help="seconds per perf_analyzer run")
     soak.add_argument("--warmup", type=float, default=30.0, help="seconds of unrecorded load first (default: 30)")
     soak.add_argument("--max-growth-mib", type=float, default=None,
@@ -313,7 +315,7 @@ def cmd_transport(args) -> int:
 
 def cmd_soak(args) -> int:
     from omniface.bench import inputs as bench_inputs
-    from omniface.bench.experiments import Variant, forced_faces, serve_variant
+    from omniface.bench.experiments import forced_faces, serve_variant
     from omniface.bench.perf import find_perf_analyzer
     from omniface.bench.report import plot_soak, write_report
     from omniface.bench.soak import run_soak
@@ -329,7 +331,10 @@ def cmd_soak(args) -> int:
                 return 2
             url, metrics_url, pid = args.url, args.metrics_url, args.server_pid
         else:
-            variant = Variant(name="soak", postprocess=forced_faces(args.faces) if args.faces else {})
+            from omniface.bench.experiments import expand_presets
+
+            (base,) = expand_presets([args.preset])
+            variant = base.with_(name="soak", postprocess=forced_faces(args.faces) if args.faces else {})
             server = stack.enter_context(serve_variant(variant, out))
             url, metrics_url, pid = server.grpc_url, server.metrics_url, server.pid
         data = bench_inputs.write_input_data(out / "inputs" / f"soak-{args.input_kind}.json", images, args.input_kind)
