@@ -20,9 +20,11 @@ CONTRACT_VERSION = "1.0.0"
 """Semantic version of this contract; published as a model-config parameter."""
 
 CONTRACT_VERSION_PARAMETER = "omniface_contract_version"
-FUSED_STEPS_PARAMETER = "fused_steps"
-"""Parameter of a fused model (``omniface.repository.fuse_steps``): JSON of its sub-steps' wiring."""
 """Name of the config.pbtxt parameter that carries ``CONTRACT_VERSION``."""
+FUSED_STEPS_PARAMETER = "fused_steps"
+"""Parameter of a fused model (``omniface.repository.fuse_steps``): JSON
+``{"steps": [{"model", "input_map", "output_map"}, ...], "outputs": {name: tensor}}``
+over the fused model's own tensor scope."""
 
 INVALID_INPUT_PREFIX = "omniface: invalid input:"
 """Server-side steps start the message of a bad-request error with this; the SDK maps

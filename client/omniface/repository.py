@@ -285,11 +285,6 @@ def variant_models(
     return out
 
 
-FUSED_STEPS_PARAMETER = contract.FUSED_STEPS_PARAMETER
-"""JSON ``{"steps": [{"model", "input_map", "output_map"}, ...], "outputs": {name: tensor}}``
-over the fused model's own tensor scope."""
-
-
 def fused_name(step_names: Sequence[str]) -> str:
     return "fused_" + "_".join(step_names)
 
@@ -346,7 +341,7 @@ def fuse_steps(models: Mapping[str, ModelSpec], step_names: tuple[str, ...], nam
                 raise ValueError(f"fuse: two sub-steps output {local!r}")
             outputs.append(dataclasses.replace(spec, name=local))
             output_map[local] = tensor
-    parameters = {FUSED_STEPS_PARAMETER: json.dumps({"steps": wiring, "outputs": output_map}, sort_keys=True),
+    parameters = {contract.FUSED_STEPS_PARAMETER: json.dumps({"steps": wiring, "outputs": output_map}, sort_keys=True),
                   contract.CONTRACT_VERSION_PARAMETER: contract.CONTRACT_VERSION}
     for step in chain:
         spec = out[step.model_name]

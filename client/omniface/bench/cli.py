@@ -235,18 +235,24 @@ def cmd_sweep(args) -> int:
     return 1 if failed else 0
 
 
+def _preset(name: str):
+    """The one preset ``--preset`` names, or None (said why) for an unknown name."""
+    from omniface.bench.experiments import PRESETS
+
+    if name not in PRESETS:
+        _log(f"--preset takes one preset name, one of {list(PRESETS)}; {name!r} is not one")
+        return None
+    return PRESETS[name]
+
+
 def cmd_compare(args) -> int:
     from omniface.bench.experiments import budget_summary, comparison_table, overhead_budget
     from omniface.bench.perf import find_perf_analyzer
     from omniface.bench.report import write_report
     from omniface.bench.system import paused
 
-    from omniface.bench.experiments import expand_presets
-
-    try:
-        (base,) = expand_presets([args.preset])
-    except (KeyError, ValueError):
-        _log(f"--preset takes one preset name: {args.preset!r} is not one")
+    base = _preset(args.preset)
+    if base is None:
         return 2
     perf = find_perf_analyzer()
     out = _out(args, "compare")
@@ -331,9 +337,9 @@ def cmd_soak(args) -> int:
                 return 2
             url, metrics_url, pid = args.url, args.metrics_url, args.server_pid
         else:
-            from omniface.bench.experiments import expand_presets
-
-            (base,) = expand_presets([args.preset])
+            base = _preset(args.preset)
+            if base is None:
+                return 2
             variant = base.with_(name="soak", postprocess=forced_faces(args.faces) if args.faces else {})
             server = stack.enter_context(serve_variant(variant, out))
             url, metrics_url, pid = server.grpc_url, server.metrics_url, server.pid

@@ -13,12 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from omniface import contract, repository
-from omniface.serving.steps import Step, Tensors, make_step
-
-
-def model_parameters(spec: contract.ModelSpec) -> dict[str, str]:
-    """The parameters a model's rendered config.pbtxt carries (CPU target)."""
-    return repository.model_parameters(spec, "cpu")
+from omniface.serving.steps import Step, Tensors, make_step, run_wired
 
 
 class LocalPipeline:
@@ -35,18 +30,14 @@ class LocalPipeline:
         self.ensemble = self.models[contract.FACE_ANALYSIS]
         self.steps: dict[str, Step] = {}
         for step in self.ensemble.steps:
-            parameters = model_parameters(self.models[step.model_name])
+            parameters = repository.model_parameters(self.models[step.model_name], "cpu")
             if threads and step.model_name in threads:
                 parameters["intra_op_threads"] = str(threads[step.model_name])
             self.steps[step.model_name] = make_step(step.model_name, parameters, repo_dir / step.model_name / "1")
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
         """Ensemble inputs in, ensemble outputs out (same names, shapes and dtypes)."""
-        scope: dict[str, np.ndarray] = dict(inputs)
-        for step in self.ensemble.steps:
-            step_inputs = {name: scope[tensor] for name, tensor in step.input_map.items() if tensor in scope}
-            outputs = self.steps[step.model_name](step_inputs)
-            scope.update({tensor: outputs[name] for name, tensor in step.output_map.items()})
+        scope = run_wired(self.steps, self.ensemble.steps, inputs)
         return {t.name: scope[t.name] for t in self.ensemble.outputs}
 
     def run_attributes(self, crops: np.ndarray) -> Tensors:

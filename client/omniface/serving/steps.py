@@ -201,23 +201,30 @@ class FusedStep:
         plan = json.loads(parameters[contract.FUSED_STEPS_PARAMETER])
         model_dir = Path(model_dir)
         repo_root, version = model_dir.parent.parent, model_dir.name
-        self.wiring: list[tuple[str, dict[str, str], dict[str, str]]] = []
+        self.wiring = tuple(contract.EnsembleStep(sub["model"], sub["input_map"], sub["output_map"]) for sub in plan["steps"])
         self.steps: dict[str, Step] = {}
-        for sub in plan["steps"]:
-            name = sub["model"]
-            prefix = f"{name}."
+        for step in self.wiring:
+            prefix = f"{step.model_name}."
             own = {k[len(prefix):]: v for k, v in parameters.items() if k.startswith(prefix)}
-            self.steps[name] = make_step(name, own, repo_root / name / version, device_id=device_id)
-            self.wiring.append((name, sub["input_map"], sub["output_map"]))
+            self.steps[step.model_name] = make_step(step.model_name, own, repo_root / step.model_name / version,
+                                                    device_id=device_id)
         self.outputs: dict[str, str] = plan["outputs"]
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
-        scope: dict[str, np.ndarray] = dict(inputs)
-        for name, input_map, output_map in self.wiring:
-            step_inputs = {local: scope[tensor] for local, tensor in input_map.items() if tensor in scope}
-            outputs = self.steps[name](step_inputs)
-            scope.update({tensor: outputs[local] for local, tensor in output_map.items()})
+        scope = run_wired(self.steps, self.wiring, inputs)
         return {local: scope[tensor] for local, tensor in self.outputs.items()}
+
+
+def run_wired(steps: Mapping[str, Step], wiring, inputs: Mapping[str, np.ndarray]) -> Tensors:
+    """Run ``contract.EnsembleStep``s in order as Triton's ensemble scheduler does: each
+    step takes its inputs from the scope and puts its outputs back under their scope
+    names. Returns the whole scope. Shared by ``FusedStep`` and ``LocalPipeline``."""
+    scope: dict[str, np.ndarray] = dict(inputs)
+    for step in wiring:
+        step_inputs = {name: scope[tensor] for name, tensor in step.input_map.items() if tensor in scope}
+        outputs = steps[step.model_name](step_inputs)
+        scope.update({tensor: outputs[name] for name, tensor in step.output_map.items()})
+    return scope
 
 
 def make_step(model_name: str, parameters: Mapping[str, str], model_dir: Path, device_id: int = 0) -> Step:
