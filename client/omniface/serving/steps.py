@@ -81,35 +81,61 @@ class PreprocessStep:
         }
 
 
+GRAPH_RUNTIMES = ("onnxruntime", "torch")
+"""Who executes a graph step: ONNX Runtime (the CPU default; its CUDA provider with
+onnxruntime-gpu) or ``omniface.serving.torch_graph`` (the same ONNX graph on torch, for
+GPU machines with torch CUDA but no onnxruntime-gpu or TensorRT)."""
+
+
 class OnnxGraphStep:
-    """One of the network graphs (detector, attributes) on ONNX Runtime: CPU, or the
-    CUDA provider with ``device="cuda"`` (onnxruntime-gpu; for GPU measurements on the
-    embedded server; NVIDIA's container serves the graphs as TensorRT engines instead)."""
+    """One of the network graphs (detector, attributes), executed by ONNX Runtime (CPU,
+    or its CUDA provider with ``device="cuda"``) or by torch (``runtime="torch"``, FP32 or
+    FP16, optionally replayed as CUDA graphs). The GPU runtimes are for measurements on
+    the embedded server; NVIDIA's container serves the graphs as TensorRT engines."""
 
     batched = True
 
     def __init__(self, spec: contract.ModelSpec, onnx_path: Path, threads: int = 1, device: str = "cpu",
-                 device_id: int = 0) -> None:
-        from omniface.runtime import make_session
-
+                 device_id: int = 0, runtime: str = "onnxruntime", precision: str = "fp32",
+                 cuda_graphs: bool = False) -> None:
         if not Path(onnx_path).is_file():
             raise FileNotFoundError(
                 f"{onnx_path} not found: export the network with `python build/export_onnx.py` "
                 "or point the repository at a folder that holds the trained model"
             )
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"model parameter 'device' must be 'cpu' or 'cuda', got {device!r}")
+        if runtime not in GRAPH_RUNTIMES:
+            raise ValueError(f"model parameter 'runtime' must be one of {GRAPH_RUNTIMES}, got {runtime!r}")
+        if runtime == "onnxruntime" and precision != "fp32":
+            raise ValueError("ONNX Runtime runs the graph as exported: give it an FP16 graph (onnx_file) "
+                             "instead of precision, or use runtime 'torch'")
         self.spec = spec
-        if device == "cpu":
+        self.output_names = [t.name for t in spec.outputs]
+        self.runtime = runtime
+        if runtime == "torch":
+            from omniface.serving.gpu import device_name
+            from omniface.serving.torch_graph import TorchGraph
+
+            self.graph = TorchGraph(onnx_path, device=device_name(device, device_id), precision=precision,
+                                    cuda_graphs=cuda_graphs)
+            missing = sorted(set(self.output_names) - set(self.graph.output_names))
+            if missing:
+                raise ValueError(f"{onnx_path} lacks the contract's outputs {missing}")
+        elif device == "cpu":
+            from omniface.runtime import make_session
+
             self.session = make_session(onnx_path, threads=threads)
-        elif device == "cuda":
+        else:
             from omniface.serving.gpu import ort_cuda_session
 
             self.session = ort_cuda_session(onnx_path, device_id=device_id, threads=threads)
-        else:
-            raise ValueError(f"model parameter 'device' must be 'cpu' or 'cuda', got {device!r}")
-        self.output_names = [t.name for t in spec.outputs]
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
         feeds = {t.name: np.ascontiguousarray(inputs[t.name]) for t in self.spec.inputs}
+        if self.runtime == "torch":
+            values = self.graph(feeds)
+            return {name: values[name] for name in self.output_names}
         values = self.session.run(self.output_names, feeds)
         return dict(zip(self.output_names, values))
 
@@ -243,5 +269,8 @@ def make_step(model_name: str, parameters: Mapping[str, str], model_dir: Path, d
         onnx_file = parameters.get("onnx_file", "model.onnx")
         threads = int(_float_parameter(parameters, "intra_op_threads", 1))
         return OnnxGraphStep(spec, Path(model_dir) / onnx_file, threads=threads,
-                             device=parameters.get("device", "cpu"), device_id=device_id)
+                             device=parameters.get("device", "cpu"), device_id=device_id,
+                             runtime=parameters.get("runtime", "onnxruntime"),
+                             precision=parameters.get("precision", "fp32"),
+                             cuda_graphs=parameters.get("cuda_graphs", "false").lower() in ("1", "true", "yes"))
     raise ValueError(f"no omniface step is called {model_name!r}; known: {sorted(contract.MODELS)}")
