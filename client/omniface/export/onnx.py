@@ -69,25 +69,30 @@ class AttributesGraph(torch.nn.Module):
         self.output_names = tuple(t.name for t in contract.attribute_outputs(net.tasks))
 
     def forward(self, crops):
-        raw = self.net.attributes(_normalise(crops))
-        out = {}
-        if "age_logits" in raw:
-            age, age_std = coral_age(raw["age_logits"])
-            out[contract.AGE] = age.unsqueeze(1)
-            out[contract.AGE_STD] = age_std.unsqueeze(1)
-        if "gender_logit" in raw:
-            out[contract.GENDER] = torch.sigmoid(raw["gender_logit"]).unsqueeze(1)
-        if "expression_logits" in raw:
-            out[contract.EXPRESSION] = torch.softmax(raw["expression_logits"], dim=1)
-        if "smile_logit" in raw:
-            out[contract.SMILE] = torch.sigmoid(raw["smile_logit"]).unsqueeze(1)
-        if "head_pose" in raw:
-            out[contract.HEAD_POSE] = raw["head_pose"]
-        if "glasses_logit" in raw:
-            out[contract.GLASSES] = torch.sigmoid(raw["glasses_logit"]).unsqueeze(1)
-        if "au_logits" in raw:
-            out[contract.ACTION_UNIT_PROBS] = torch.sigmoid(raw["au_logits"])
-        return tuple(out[name] for name in self.output_names)
+        return decode_attributes(self.net.attributes(_normalise(crops)), self.output_names)
+
+
+def decode_attributes(raw: dict, output_names) -> tuple:
+    """The heads' raw outputs (``OmniFaceNet.read_heads``) -> the contract's attribute
+    outputs named ``output_names``, as the attributes graph computes them."""
+    out = {}
+    if "age_logits" in raw:
+        age, age_std = coral_age(raw["age_logits"])
+        out[contract.AGE] = age.unsqueeze(1)
+        out[contract.AGE_STD] = age_std.unsqueeze(1)
+    if "gender_logit" in raw:
+        out[contract.GENDER] = torch.sigmoid(raw["gender_logit"]).unsqueeze(1)
+    if "expression_logits" in raw:
+        out[contract.EXPRESSION] = torch.softmax(raw["expression_logits"], dim=1)
+    if "smile_logit" in raw:
+        out[contract.SMILE] = torch.sigmoid(raw["smile_logit"]).unsqueeze(1)
+    if "head_pose" in raw:
+        out[contract.HEAD_POSE] = raw["head_pose"]
+    if "glasses_logit" in raw:
+        out[contract.GLASSES] = torch.sigmoid(raw["glasses_logit"]).unsqueeze(1)
+    if "au_logits" in raw:
+        out[contract.ACTION_UNIT_PROBS] = torch.sigmoid(raw["au_logits"])
+    return tuple(out[name] for name in output_names)
 
 
 def graph_for(net: OmniFaceNet, model_name: str) -> torch.nn.Module:

@@ -306,7 +306,11 @@ class OmniFaceNet(nn.Module):
     def attributes(self, x) -> dict:
         """Normalised crops ``[N,3,112,112]`` -> raw outputs of the requested tasks
         (keys in ``TASK_OUTPUT_KEYS``)."""
-        h = self.embed(x)
+        return self.read_heads(self.embed(x))
+
+    def read_heads(self, h) -> dict:
+        """Pooled features ``[N,D]`` (``embed``) -> raw outputs of the tasks' heads; on
+        its own so the heads can be trained on frozen features (``training.refit``)."""
         out = {}
         for task, head in self.heads.items():
             y = head(h)
