@@ -304,7 +304,13 @@ def fuse_steps(models: Mapping[str, ModelSpec], step_names: tuple[str, ...], nam
     round trip through the stub, which on a 2-core machine is a large share of a frame
     with few faces (docs/performance.md). The sub-models stay in the repository (the
     attribute graph is also an entry point of its own). Each sub-model's parameters are
-    carried as ``<model>.<key>``; the wiring as ``fused_steps`` JSON."""
+    carried as ``<model>.<key>``; the wiring as ``fused_steps`` JSON.
+
+    Sub-models that no ensemble step uses any more and that are not an entry point
+    (``ENTRY_POINTS``) are left out of the repository (an idle python-backend stub per
+    model costs a process and its memory); their graphs go into the fused model's own
+    version folder, ``<fused>/1/<sub-model>/model.onnx`` (``render_variant`` copies them),
+    listed under ``embedded`` in the JSON."""
     out = dict(models)
     ensemble = out[contract.FACE_ANALYSIS]
     names = [s.model_name for s in ensemble.steps]
@@ -341,7 +347,11 @@ def fuse_steps(models: Mapping[str, ModelSpec], step_names: tuple[str, ...], nam
                 raise ValueError(f"fuse: two sub-steps output {local!r}")
             outputs.append(dataclasses.replace(spec, name=local))
             output_map[local] = tensor
-    parameters = {contract.FUSED_STEPS_PARAMETER: json.dumps({"steps": wiring, "outputs": output_map}, sort_keys=True),
+    remaining = [*ensemble.steps[:first], *later]
+    still_used = {s.model_name for s in remaining}
+    embedded = [s.model_name for s in chain if s.model_name not in still_used and s.model_name not in ENTRY_POINTS]
+    plan = {"steps": wiring, "outputs": output_map, "embedded": embedded}
+    parameters = {contract.FUSED_STEPS_PARAMETER: json.dumps(plan, sort_keys=True),
                   contract.CONTRACT_VERSION_PARAMETER: contract.CONTRACT_VERSION}
     for step in chain:
         spec = out[step.model_name]
@@ -355,7 +365,21 @@ def fuse_steps(models: Mapping[str, ModelSpec], step_names: tuple[str, ...], nam
     fused = contract.EnsembleStep(name, input_map, output_map)
     out[contract.FACE_ANALYSIS] = dataclasses.replace(
         ensemble, steps=(*ensemble.steps[:first], fused, *later))
+    for model_name in embedded:
+        del out[model_name]
     return out
+
+
+ENTRY_POINTS: tuple[str, ...] = (contract.FACE_ANALYSIS, contract.ATTRIBUTES)
+"""Models clients call directly: a fused repository keeps them whatever it fuses."""
+
+
+def embedded_graphs(spec: ModelSpec) -> list[str]:
+    """Sub-models whose ONNX graph a fused model keeps in its own version folder."""
+    raw = spec.parameters.get(contract.FUSED_STEPS_PARAMETER)
+    if raw is None:
+        return []
+    return [name for name in json.loads(raw).get("embedded", []) if contract.MODELS[name].backend == "onnx"]
 
 
 def model_parameters(spec: ModelSpec, target: Target = "cpu") -> dict[str, str]:
@@ -379,11 +403,14 @@ def render_variant(
     models = variant_models(**changes)
     render_repository(out_dir, models=models, instance_counts=instance_counts)
     for name, spec in models.items():
-        if spec.backend == "onnx":
-            graph = source_repo / name / "1" / ONNX_FILENAME
+        graphs = [(name, out_dir / name / "1")] if spec.backend == "onnx" else []
+        graphs += [(sub, out_dir / name / "1" / sub) for sub in embedded_graphs(spec)]
+        for graph_model, target in graphs:
+            graph = source_repo / graph_model / "1" / ONNX_FILENAME
             if not graph.is_file():
                 raise FileNotFoundError(f"{graph} not found: export the graphs with `python build/export_onnx.py`")
-            shutil.copy2(graph, out_dir / name / "1" / ONNX_FILENAME)
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(graph, target / ONNX_FILENAME)
     return out_dir
 
 
@@ -396,8 +423,8 @@ CPU_FUSED_INSTANCES = 2
 def render_fused(out_dir: Path, source_repo: Path | None = None, chain: Sequence[str] = CPU_FUSED_CHAIN,
                  instances: int = CPU_FUSED_INSTANCES) -> Path:
     """The CPU repository with ``chain`` fused (``fuse_steps``): the same ensemble name,
-    tensors and graphs, fewer process hops (+13-22 % frames/s on 2 cores,
-    docs/performance.md). The GPU target keeps the separate steps, where the graphs are
-    TensorRT engines."""
+    tensors and graphs, fewer process hops (+13-22 % frames/s on 2 cores) and no idle
+    sub-model stubs (4 processes and 358 MiB instead of 8 and 591, docs/performance.md).
+    The GPU target keeps the separate steps, where the graphs are TensorRT engines."""
     chain = tuple(chain)
     return render_variant(out_dir, source_repo, fuse=chain, instance_counts={fused_name(chain): int(instances)})

@@ -49,8 +49,12 @@ def test_fused_model_takes_and_gives_what_the_chain_does(chain) -> None:
     if DET in chain:
         assert fused.parameters[f"{DET}.intra_op_threads"] == str(repository.ORT_THREADS[DET])
     assert repository.build_config(fused).backend == "python"
-    # The sub-models stay (the attribute graph is an entry point of its own).
-    assert set(contract.MODELS) <= set(models)
+    # Fused sub-models leave the repository (no idle stubs), except the entry points;
+    # the ones with a graph keep it inside the fused model's folder.
+    assert set(models) == (set(contract.MODELS) - set(chain)) | set(repository.ENTRY_POINTS) & set(contract.MODELS) \
+        | {fused.name}
+    assert plan["embedded"] == [m for m in chain if m not in repository.ENTRY_POINTS]
+    assert repository.embedded_graphs(fused) == [m for m in chain if m == DET]
 
 
 def test_fusion_refuses_what_is_not_a_chain() -> None:
@@ -100,4 +104,8 @@ def test_fused_variant_renders_and_copies_the_graphs(tmp_path: Path) -> None:
     assert "count: 2" in (out / name / "config.pbtxt").read_text()
     assert (out / name / "1" / repository.ADAPTER_FILENAME).is_file()
     assert f'model_name: "{name}"' in (out / contract.FACE_ANALYSIS / "config.pbtxt").read_text()
-    assert (out / DET / "1" / repository.ONNX_FILENAME).is_file()
+    # The detector is only used inside the fused model: its folder is gone (Triton would
+    # load an idle stub for it), its graph lies in the fused model's version folder.
+    assert not (out / DET).exists() and not (out / PRE).exists() and not (out / POST).exists()
+    assert (out / name / "1" / DET / repository.ONNX_FILENAME).read_bytes() == b"onnx"
+    assert (out / ATTR / "1" / repository.ONNX_FILENAME).is_file()  # the attributes entry point stays

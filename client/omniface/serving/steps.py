@@ -232,8 +232,11 @@ class FusedStep:
         for step in self.wiring:
             prefix = f"{step.model_name}."
             own = {k[len(prefix):]: v for k, v in parameters.items() if k.startswith(prefix)}
-            self.steps[step.model_name] = make_step(step.model_name, own, repo_root / step.model_name / version,
-                                                    device_id=device_id)
+            # A sub-model left out of the repository has its graph in this model's own
+            # folder; the others (and an in-process pipeline on a plain repository) in theirs.
+            embedded = model_dir / step.model_name
+            folder = embedded if embedded.is_dir() else repo_root / step.model_name / version
+            self.steps[step.model_name] = make_step(step.model_name, own, folder, device_id=device_id)
         self.outputs: dict[str, str] = plan["outputs"]
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
