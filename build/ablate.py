@@ -35,18 +35,15 @@ def slug(label: str) -> str:
 
 def variant_config(schedule: Path, variant: Path | None, overrides: list[str]) -> dict:
     """Schedule config, then the variant's own sections, then ``--set`` overrides."""
-    from omniface.training.config import _merge, load_config, parse_value, set_dotted
+    from omniface.training.config import apply_overrides, load_config, merge_sections
 
     cfg = load_config(schedule)
     if variant is not None:
         with open(variant, "rb") as fh:
             data = tomllib.load(fh)
         data.pop("extends", None)
-        _merge(cfg, data)
-    for item in overrides:
-        key, _, value = item.partition("=")
-        set_dotted(cfg, key.strip(), parse_value(value.strip()))
-    return cfg
+        merge_sections(cfg, data)
+    return apply_overrides(cfg, overrides)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-attributes", action="store_true", help="skip the attribute metrics")
     args = parser.parse_args(argv)
 
-    from omniface.training.config import load_config, set_dotted, parse_value
+    from omniface.training.config import apply_overrides, load_config
     from omniface.training.evaluate import (OnnxBackend, TorchBackend, evaluate_attributes, evaluate_detection,
                                             format_table, subsample)
     from omniface.training.datasets import load_sets
@@ -51,15 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         if "train_config" in ckpt and args.config is None:
             cfg["data"].update(ckpt["train_config"]["data"])
         cfg["model"]["tasks"] = list(ckpt["config"].get("tasks", cfg["model"]["tasks"]))
-        for item in args.overrides:
-            key, _, value = item.partition("=")
-            set_dotted(cfg, key.strip(), parse_value(value.strip()))
+        apply_overrides(cfg, args.overrides)
         backend = TorchBackend(load_model(args.checkpoint), threads=cfg["eval"]["threads"])
         source = str(args.checkpoint)
     else:
-        for item in args.overrides:
-            key, _, value = item.partition("=")
-            set_dotted(cfg, key.strip(), parse_value(value.strip()))
+        apply_overrides(cfg, args.overrides)
         backend = OnnxBackend(args.onnx_dir, threads=cfg["eval"]["threads"], filename=args.onnx_file)
         source = str(args.onnx_dir)
 

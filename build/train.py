@@ -30,17 +30,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from omniface.training.config import load_config, set_dotted, parse_value
+    from omniface.training.config import apply_overrides, load_config
     from omniface.training.trainer import Trainer
 
     if args.resume:
         last = args.out / "last.pt"
         if not last.is_file():
             parser.error(f"--resume: {last} does not exist")
-        cfg = torch.load(last, map_location="cpu", weights_only=True)["train_config"]
-        for item in args.overrides:
-            key, _, value = item.partition("=")
-            set_dotted(cfg, key.strip(), parse_value(value.strip()))
+        cfg = apply_overrides(torch.load(last, map_location="cpu", weights_only=True)["train_config"], args.overrides)
     else:
         cfg = load_config(args.config, args.overrides)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -401,3 +401,17 @@ def test_ablate_script_trains_evaluates_and_tabulates(data_root, tmp_path):
     cfg = json.loads((tmp_path / "abl" / "no_resup" / "config.json").read_text())
     assert cfg["resup"]["enabled"] is False and cfg["train"]["max_steps"] == 2 and cfg["data"]["det_size"] == [64, 64]
     assert json.loads((tmp_path / "abl" / "default" / "config.json").read_text())["resup"]["enabled"] is True
+
+
+def test_apply_overrides_is_the_one_place_set_is_read() -> None:
+    from omniface.training.config import apply_overrides, load_config
+
+    cfg = apply_overrides(load_config(), ["train.max_steps=12", "data.attribute_sets=['utkface']",
+                                          "data.shares.utkface = 1.0"])
+    assert cfg["train"]["max_steps"] == 12 and cfg["data"]["attribute_sets"] == ["utkface"]
+    assert cfg["data"]["shares"]["utkface"] == 1.0
+    with pytest.raises(ValueError, match="key=value"):
+        apply_overrides(cfg, ["train.max_steps"])
+    with pytest.raises(KeyError, match="unknown config key"):
+        apply_overrides(cfg, ["train.max_stepz=3"])
+    assert apply_overrides(cfg, {"train.lr": 0.5})["train"]["lr"] == 0.5

@@ -85,13 +85,15 @@ OPEN_TABLES = {("data", "shares"), ("weighting", "fixed"), ("dm", "pairs")}
 """Tables whose keys are free (data-set names, task names)."""
 
 
-def _merge(base: dict, update: dict, path: tuple = ()) -> dict:
+def merge_sections(base: dict, update: dict, path: tuple = ()) -> dict:
+    """Merge a config's tables (a parsed TOML file) into ``base`` in place; an unknown
+    key is an error, so a typo in a config never trains silently with the default."""
     for key, value in update.items():
         here = path + (key,)
         if key not in base:
             raise KeyError(f"unknown config key {'.'.join(here)!r}")
         if isinstance(base[key], dict) and isinstance(value, dict) and here not in OPEN_TABLES:
-            _merge(base[key], value, here)
+            merge_sections(base[key], value, here)
         else:
             base[key] = value
     return base
@@ -127,7 +129,7 @@ def _load_file(cfg: dict, path: Path, seen: tuple = ()) -> None:
     parent = data.pop("extends", None)
     if parent:
         _load_file(cfg, path.parent / parent, seen + (path,))
-    _merge(cfg, data)
+    merge_sections(cfg, data)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> dict:
@@ -136,16 +138,25 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
     cfg = copy.deepcopy(DEFAULTS)
     if path:
         _load_file(cfg, Path(path))
-    items = overrides.items() if isinstance(overrides, dict) else [
-        (o.split("=", 1)[0].strip(), parse_value(o.split("=", 1)[1].strip())) for o in (overrides or [])
-        if "=" in o or _bad(o)]
+    return apply_overrides(cfg, overrides)
+
+
+def apply_overrides(cfg: dict, overrides: list[str] | dict | None) -> dict:
+    """Apply ``--set`` overrides in place (``["train.max_steps=100", ...]``, values read
+    as TOML, or a dict of dotted keys) and return ``cfg``; shared by every build script
+    that takes ``--set`` (train, resume, evaluate, ablate)."""
+    if isinstance(overrides, dict):
+        items = list(overrides.items())
+    else:
+        items = []
+        for item in overrides or []:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"--set needs key=value, got {item!r}")
+            items.append((key.strip(), parse_value(value.strip())))
     for key, value in items:
         set_dotted(cfg, key, value)
     return cfg
-
-
-def _bad(o: str):
-    raise ValueError(f"--set needs key=value, got {o!r}")
 
 
 def get(cfg: dict, key: str, default=None):
