@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 
@@ -37,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from omniface import contract
     from omniface.quantize import image_set
     from omniface.repository import default_repository_path
-    from omniface.runtime import make_session
+    from omniface.runtime import make_session, time_session
 
     repo = args.model_repository or default_repository_path()
     plan = [(contract.DETECTOR, b) for b in args.detector_batch] + [(contract.ATTRIBUTES, b) for b in args.attributes_batch]
@@ -49,15 +48,8 @@ def main(argv: list[str] | None = None) -> int:
                 session = make_session(repo / name / "1" / args.onnx_file, threads=threads)
                 (inp,) = session.get_inputs()
                 data = np.ascontiguousarray(np.resize(images[name].images, (batch, *images[name].images.shape[1:])))
-                for _ in range(3):
-                    session.run(None, {inp.name: data})
-                times = []
-                for _ in range(args.runs):
-                    t0 = time.perf_counter()
-                    session.run(None, {inp.name: data})
-                    times.append((time.perf_counter() - t0) * 1e3)
-                    bar.update(1)
-                median, p90 = float(np.median(times)), float(np.percentile(times, 90))
+                timing = time_session(session, {inp.name: data}, runs=args.runs, on_run=lambda: bar.update(1))
+                median, p90 = timing["median_ms"], timing["p90_ms"]
                 rows.append({"graph": name, "batch": batch, "threads": threads, "median_ms": median, "p90_ms": p90,
                              "median_ms_per_item": median / batch, "images": images[name].source})
     print(f"{'graph':<11} {'batch':>5} {'threads':>7} {'median ms':>10} {'p90 ms':>8} {'ms/item':>8}")

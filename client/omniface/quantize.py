@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -344,17 +343,6 @@ def _run_all(session, input_name: str, images: np.ndarray, batch: int) -> dict[s
     return {name: np.concatenate([c[k] for c in chunks]) for k, name in enumerate(names)}
 
 
-def _latency_ms(session, input_name: str, sample: np.ndarray, runs: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        session.run(None, {input_name: sample})
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, {input_name: sample})
-        times.append((time.perf_counter() - start) * 1e3)
-    return float(np.median(times))
-
-
 def _detections_agreement(ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> dict[str, float]:
     """Faces found by FP32 (default threshold, NMS) that Q/DQ also finds at IoU >= 0.5."""
     from omniface.processing import detection
@@ -420,7 +408,7 @@ def evaluate(
     """Latency (median of ``runs`` session.run calls per batch size, ``threads`` intra-op
     threads; default batches 1 and a full detector batch / one frame's face cap) and
     output drift of the Q/DQ graph against FP32, on held-out images."""
-    from omniface.runtime import make_session
+    from omniface.runtime import make_session, time_session
 
     fp32 = make_session(fp32_path, threads=threads)
     qdq = make_session(qdq_path, threads=threads)
@@ -451,7 +439,7 @@ def evaluate(
         batches = (1, top)
     for batch in batches:
         sample = np.ascontiguousarray(np.resize(data, (batch, *data.shape[1:])))
-        a = _latency_ms(fp32, inp.name, sample, runs)
-        b = _latency_ms(qdq, inp.name, sample, runs)
+        a = time_session(fp32, {inp.name: sample}, runs)["median_ms"]
+        b = time_session(qdq, {inp.name: sample}, runs)["median_ms"]
         result.latency_ms[str(batch)] = {"fp32": a, "qdq": b, "speedup": a / b if b else float("nan")}
     return result

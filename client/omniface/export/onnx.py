@@ -13,13 +13,12 @@ after export by ``check_against_contract``; ``parity`` compares ONNX Runtime wit
 from __future__ import annotations
 
 import os
-import time
 import warnings
 from pathlib import Path
 
 from omniface import contract
 from omniface.errors import ContractMismatch, require
-from omniface.runtime import make_session
+from omniface.runtime import make_session, time_session
 
 torch = require("torch", "train")
 onnx = require("onnx", "train")
@@ -311,18 +310,5 @@ def benchmark(onnx_path: str | os.PathLike, batch: int = 1, threads: int = 2, wa
     (inp,) = session.get_inputs()
     shape = [batch, *inp.shape[1:]]
     x = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
-    for _ in range(warmup):
-        session.run(None, {inp.name: x})
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        session.run(None, {inp.name: x})
-        times.append((time.perf_counter() - t0) * 1e3)
-    times.sort()
-    median = times[len(times) // 2]
-    return {
-        "median_ms": median,
-        "p90_ms": times[min(len(times) - 1, int(0.9 * len(times)))],
-        "min_ms": times[0],
-        "per_item_ms": median / batch,
-    }
+    timing = time_session(session, {inp.name: x}, runs=runs, warmup=warmup)
+    return {**timing, "per_item_ms": timing["median_ms"] / batch}
