@@ -3,6 +3,8 @@ optional heads, checkpoints."""
 
 import math
 
+import numpy as np
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -214,3 +216,44 @@ def test_compute_budget(net):
     attr = count_macs(net, net.attributes, torch.randn(1, 3, contract.CROP_SIZE, contract.CROP_SIZE))
     assert 0.2e9 < det < 0.7e9
     assert attr < 0.05e9
+
+
+def test_split_batchnorm_keeps_frame_and_crop_statistics_apart(tmp_path) -> None:
+    """model.split_bn: detect() and embed() update and use their own trunk BatchNorm
+    statistics; each exported graph folds its own domain's; checkpoints round-trip."""
+    from omniface.export.onnx import export_graph
+    from omniface.nn.blocks import DomainBatchNorm2d
+    from omniface.nn.model import build_model
+    from omniface.runtime import make_session
+
+    torch.manual_seed(0)
+    net = OmniFaceNet(split_bn=True)
+    assert net._domain_norms and all(isinstance(m, DomainBatchNorm2d) for m in net._domain_norms)
+    assert not any(type(m) is torch.nn.BatchNorm2d for m in net.trunk.modules())
+    net.train()
+    frames, crops = torch.randn(2, 3, 96, 128) * 3 + 2, torch.randn(6, 3, 112, 112)
+    for _ in range(3):
+        net.detect(frames)
+        net.attributes(crops)
+    stem = net._domain_norms[0]
+    assert not torch.allclose(stem.running_mean, stem.crops_running_mean)
+    net.eval()
+    images = (np.random.default_rng(0).integers(0, 256, (3, 112, 112, 3))).astype(np.uint8)
+    path = export_graph(net, contract.ATTRIBUTES, tmp_path / "attributes.onnx")
+    session = make_session(path, threads=1)
+    served = session.run([contract.GENDER], {contract.CROPS: images})[0]
+    from omniface.export.onnx import graph_for
+
+    graph = graph_for(net, contract.ATTRIBUTES)
+    gender = graph.output_names.index(contract.GENDER)
+    with torch.no_grad():
+        expected = graph(torch.from_numpy(images))[gender].numpy()
+        for norm in net._domain_norms:  # the frames' statistics would give something else
+            norm.crops_running_mean, norm.running_mean = norm.running_mean, norm.crops_running_mean
+            norm.crops_running_var, norm.running_var = norm.running_var, norm.crops_running_var
+        swapped = graph(torch.from_numpy(images))[gender].numpy()
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+    assert np.abs(served - swapped).max() > 1e-4
+    rebuilt = build_model(net.config)
+    rebuilt.load_state_dict(net.state_dict())
+    assert rebuilt.split_bn and net.config["split_bn"] is True

@@ -62,3 +62,55 @@ class Stage(nn.Sequential):
 
     def __init__(self, cin: int, cout: int, depth: int):
         super().__init__(DWSep(cin, cout, stride=2), *(ResidualDW(cout) for _ in range(depth)))
+
+
+class DomainBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d with one set of running statistics per input domain ("frames" and
+    "crops") and shared affine weights.
+
+    Why: the trunk sees 384x288 (or 640x480) frames in detection steps and 112x112
+    aligned crops in attribute steps; their feature statistics differ. With one set of
+    running statistics the attribute heads learn on crop batch statistics and are served
+    on a blend of both (the default model's heads lagged ridge probes on their own
+    features by 2-4 points, MODEL_CARD.md). ``domain`` selects the set used and updated;
+    an exported graph folds the statistics of the domain that was active when traced."""
+
+    DOMAINS = ("frames", "crops")
+
+    def __init__(self, num_features: int, **kwargs) -> None:
+        super().__init__(num_features, **kwargs)
+        self.register_buffer("crops_running_mean", torch.zeros(num_features))
+        self.register_buffer("crops_running_var", torch.ones(num_features))
+        self.register_buffer("crops_num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        self.domain = "frames"
+
+    def forward(self, x):
+        if self.domain == "frames":
+            return super().forward(x)
+        self._swap()
+        try:
+            return super().forward(x)
+        finally:
+            self._swap()
+
+    def _swap(self) -> None:
+        self.running_mean, self.crops_running_mean = self.crops_running_mean, self.running_mean
+        self.running_var, self.crops_running_var = self.crops_running_var, self.running_var
+        self.num_batches_tracked, self.crops_num_batches_tracked = self.crops_num_batches_tracked, self.num_batches_tracked
+
+
+def split_batchnorms(module: nn.Module) -> list[DomainBatchNorm2d]:
+    """Replace every BatchNorm2d under ``module`` by a ``DomainBatchNorm2d`` (same
+    weights and statistics, copied to both domains); returns the new modules."""
+    replaced = []
+    for name, child in list(module.named_children()):
+        if type(child) is nn.BatchNorm2d:
+            new = DomainBatchNorm2d(child.num_features, eps=child.eps, momentum=child.momentum)
+            new.load_state_dict(child.state_dict(), strict=False)
+            new.crops_running_mean.copy_(child.running_mean)
+            new.crops_running_var.copy_(child.running_var)
+            setattr(module, name, new)
+            replaced.append(new)
+        else:
+            replaced += split_batchnorms(child)
+    return replaced

@@ -38,7 +38,7 @@ from typing import Callable
 from omniface import contract
 from omniface.errors import require
 
-from .blocks import ConvBNAct, DWSep, Stage, make_divisible
+from .blocks import ConvBNAct, DWSep, Stage, make_divisible, split_batchnorms
 
 torch = require("torch", "train")
 nn = torch.nn
@@ -224,7 +224,7 @@ class OmniFaceNet(nn.Module):
     """Multi-task face network: ``detect`` on frames, ``attributes`` on aligned crops,
     both through the same trunk."""
 
-    def __init__(self, tasks: tuple[str, ...] = contract.DEFAULT_TASKS, width: float = 1.0):
+    def __init__(self, tasks: tuple[str, ...] = contract.DEFAULT_TASKS, width: float = 1.0, split_bn: bool = False):
         super().__init__()
         tasks = tuple(tasks)
         unknown = [t for t in tasks if t not in contract.TASKS_BY_NAME]
@@ -254,11 +254,20 @@ class OmniFaceNet(nn.Module):
             heads[task] = CoralHead(pooled, hidden) if task == "age" else MLPHead(pooled, hidden, outputs[task])
         self.heads = nn.ModuleDict(heads)
         self._init_weights()
+        # split_bn: the trunk keeps separate BatchNorm statistics for frames and crops
+        # (blocks.DomainBatchNorm2d); detect() and embed() select theirs.
+        self.split_bn = bool(split_bn)
+        self._domain_norms = split_batchnorms(self.trunk) if self.split_bn else []
+
+    def _use_domain(self, domain: str) -> None:
+        for norm in self._domain_norms:
+            norm.domain = domain
 
     @property
     def config(self) -> dict:
         """What ``load_model`` needs to rebuild this network."""
-        return {"tasks": list(self.tasks), "width": self.width, "contract_version": contract.CONTRACT_VERSION}
+        return {"tasks": list(self.tasks), "width": self.width, "split_bn": self.split_bn,
+                "contract_version": contract.CONTRACT_VERSION}
 
     def _init_weights(self) -> None:
         for m in self.modules():
@@ -282,6 +291,7 @@ class OmniFaceNet(nn.Module):
             stride = max(contract.DETECTOR_STRIDES)
             if h % stride or w % stride:
                 raise ValueError(f"detect() needs height and width divisible by {stride}, got {h}x{w}")
+        self._use_domain("frames")
         feats = self.neck(self.trunk(x))
         scores, boxes, landmarks = [], [], []
         for level, f in enumerate(feats):
@@ -300,6 +310,7 @@ class OmniFaceNet(nn.Module):
 
     def embed(self, x):
         """Normalised crops ``[N,3,112,112]`` -> pooled shared features ``[N,D]``."""
+        self._use_domain("crops")
         _, c4, c5 = self.trunk(x)
         return torch.cat([c4.mean(dim=(2, 3)), c5.mean(dim=(2, 3))], dim=1)
 
@@ -344,7 +355,8 @@ def save_checkpoint(model: OmniFaceNet, path: str | os.PathLike, **extra) -> Non
 
 
 def build_model(config: dict) -> OmniFaceNet:
-    return OmniFaceNet(tasks=tuple(config.get("tasks", contract.DEFAULT_TASKS)), width=float(config.get("width", 1.0)))
+    return OmniFaceNet(tasks=tuple(config.get("tasks", contract.DEFAULT_TASKS)), width=float(config.get("width", 1.0)),
+                       split_bn=bool(config.get("split_bn", False)))
 
 
 def load_model(path: str | os.PathLike, map_location: str = "cpu") -> OmniFaceNet:

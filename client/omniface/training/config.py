@@ -37,7 +37,8 @@ DEFAULTS: dict = {
         "crop_scale": [0.9, 1.1], "crop_shift": 0.06, "crop_rotate": 10.0, "flip": 0.5,
         "brightness": 0.3, "contrast": 0.3, "saturation": 0.3, "grayscale": 0.1,
     },
-    "model": {"tasks": list(contract.DEFAULT_TASKS), "width": 1.0, "init": ""},
+    "model": {"tasks": list(contract.DEFAULT_TASKS), "width": 1.0, "init": "",
+              "split_bn": False},        # separate trunk BatchNorm statistics for frames and crops
     "train": {
         "max_steps": 20000,              # the schedule's length
         "stop_after": 0,                 # >0: stop (checkpoint, exit) once this step is reached

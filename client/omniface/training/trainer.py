@@ -114,7 +114,8 @@ class Trainer:
         self.device = pick_device(t["device"])
         self.stream = stream if stream is not None else build_stream(cfg)
 
-        self.model = OmniFaceNet(tuple(cfg["model"]["tasks"]), float(cfg["model"]["width"])).to(self.device)
+        self.model = OmniFaceNet(tuple(cfg["model"]["tasks"]), float(cfg["model"]["width"]),
+                                 split_bn=bool(cfg["model"].get("split_bn", False))).to(self.device)
         if cfg["model"]["init"] and not resume:
             init = torch.load(cfg["model"]["init"], map_location="cpu", weights_only=True)
             missing, unexpected = self.model.load_state_dict(init["model"], strict=False)
