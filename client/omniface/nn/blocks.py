@@ -71,9 +71,9 @@ class DomainBatchNorm2d(nn.BatchNorm2d):
     Why: the trunk sees 384x288 (or 640x480) frames in detection steps and 112x112
     aligned crops in attribute steps; their feature statistics differ. With one set of
     running statistics the attribute heads learn on crop batch statistics and are served
-    on a blend of both (the default model's heads lagged ridge probes on their own
-    features by 2-4 points, MODEL_CARD.md). ``domain`` selects the set used and updated;
-    an exported graph folds the statistics of the domain that was active when traced."""
+    on a blend of both. Measured at 1,200 steps it did not help (MODEL_CARD.md,
+    Ablation), so ``model.split_bn`` is off by default. ``domain`` selects the set used
+    and updated; an exported graph folds the statistics of the domain active when traced."""
 
     DOMAINS = ("frames", "crops")
 

@@ -255,7 +255,8 @@ class OmniFaceNet(nn.Module):
         self.heads = nn.ModuleDict(heads)
         self._init_weights()
         # split_bn: the trunk keeps separate BatchNorm statistics for frames and crops
-        # (blocks.DomainBatchNorm2d); detect() and embed() select theirs.
+        # (blocks.DomainBatchNorm2d); detect() and embed() select theirs. Off by default:
+        # no gain at 1,200 steps (MODEL_CARD.md, Ablation).
         self.split_bn = bool(split_bn)
         self._domain_norms = split_batchnorms(self.trunk) if self.split_bn else []
 
