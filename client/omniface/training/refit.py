@@ -37,6 +37,8 @@ from omniface.errors import require
 
 INNER_FRACTION = 0.10
 INNER_SEED = 7919
+CHECK_CROPS = 64
+"""Validation crops per data set on which the written graph is checked."""
 REFIT_TASKS = ("age", "gender", "expression", "smile", "head_pose")
 """Attribute tasks with real training labels here (glasses and action units have none)."""
 
@@ -153,16 +155,18 @@ class Embedded:
     features: np.ndarray
     outputs: dict[str, np.ndarray]
     labels: dict[str, np.ndarray]
-    images: int
+    sample: np.ndarray
+    """The first ``keep`` crops themselves (the written graph is checked on them)."""
 
 
 def _embed(session, feature_name: str, crops: Iterable[tuple[np.ndarray, dict]], tasks: Sequence[str],
-           chunk: int = 256) -> Embedded:
+           chunk: int = 256, keep: int = 0) -> Embedded:
     """Features, the graph's own outputs and the labels of ``crops``, ``chunk`` at a time
-    (the crops are not kept: FER2013's would take gigabytes)."""
+    (only the first ``keep`` crops are kept: FER2013's all would take gigabytes)."""
     input_name = session.get_inputs()[0].name
     output_names = [feature_name, *[o.name for o in session.get_outputs() if o.name != feature_name]]
     features, outputs, labels, batch = [], {n: [] for n in output_names[1:]}, {t: [] for t in tasks}, []
+    sample: list[np.ndarray] = []
 
     def flush():
         if not batch:
@@ -177,6 +181,8 @@ def _embed(session, feature_name: str, crops: Iterable[tuple[np.ndarray, dict]],
         batch.clear()
 
     for item in crops:
+        if len(sample) < keep:
+            sample.append(item[0])
         batch.append(item)
         if len(batch) == chunk:
             flush()
@@ -184,9 +190,9 @@ def _embed(session, feature_name: str, crops: Iterable[tuple[np.ndarray, dict]],
     if not features:
         dim = session.get_outputs()  # no crops: empty arrays of the right rank
         return Embedded(np.zeros((0, 1), np.float32), {o.name: np.zeros((0, 1), np.float32) for o in dim},
-                        {t: np.zeros((0,), np.float32) for t in tasks}, 0)
+                        {t: np.zeros((0,), np.float32) for t in tasks}, np.zeros((0, 1), np.uint8))
     return Embedded(np.concatenate(features), {k: np.concatenate(v) for k, v in outputs.items()},
-                    {k: np.stack(v) for k, v in labels.items()}, 0)
+                    {k: np.stack(v) for k, v in labels.items()}, np.stack(sample) if sample else np.zeros((0, 1), np.uint8))
 
 
 def _crops(records, dataset: str, copies: int, seed: int):
@@ -317,8 +323,7 @@ def refit_heads(graph_path: str | os.PathLike, out_path: str | os.PathLike, task
         train = _embed(probe, feature_name, _crops(outer, dataset, copies, settings.seed), wanted)
         held = _embed(probe, feature_name, _crops(inner, dataset, 1, settings.seed), wanted)
         val_records = load_faces(dataset, data_root(root) / dataset, "val")
-        val = _embed(probe, feature_name, _crops(val_records, dataset, 1, settings.seed), wanted)
-        val.images = len(val_records)
+        val = _embed(probe, feature_name, _crops(val_records, dataset, 1, settings.seed), wanted, keep=CHECK_CROPS)
         val_sets[dataset] = val
         for task in wanted:
             train_heads(net, task, train.features, train.labels[task], settings, progress=progress)
@@ -335,7 +340,7 @@ def refit_heads(graph_path: str | os.PathLike, out_path: str | os.PathLike, task
                 net.heads[task].load_state_dict({k[len(task) + 1:]: v for k, v in served.items()
                                                  if k.startswith(f"{task}.")})
             reports[task] = TaskReport(task, dataset, len(train.features), len(inner), metric_name,
-                                       _summary(before), _summary(after), keep, val.images,
+                                       _summary(before), _summary(after), keep, len(val_records),
                                        metric(val.outputs, val.labels[task]),
                                        metric(_graph_outputs(net, val.features), val.labels[task]))
 
@@ -358,16 +363,17 @@ def refit_heads(graph_path: str | os.PathLike, out_path: str | os.PathLike, task
     written = make_session(out_path)
     names = [o.name for o in written.get_outputs()]
     unchanged = 0.0
-    for dataset, val in val_sets.items():
-        crops = np.stack([c for c, _ in _crops(load_faces(dataset, data_root(root) / dataset, "val")[:64], dataset, 1, 0)])
-        new = dict(zip(names, written.run(names, {written.get_inputs()[0].name: crops})))
-        features = probe.run([feature_name], {probe.get_inputs()[0].name: crops})[0]
+    replaced = {o for t, r in reports.items() if r.kept_refit for o in TASK_OUTPUTS[t]}
+    for val in val_sets.values():
+        # Both graphs on the same batch (ORT's results can depend on the batch's size).
+        feed = {written.get_inputs()[0].name: val.sample}
+        new = dict(zip(names, written.run(names, feed)))
+        features, *values = probe.run([feature_name, *names], feed)
+        old = dict(zip(names, values))
         expected = _graph_outputs(net, features)
         for name in names:
             if not np.allclose(new[name], expected[name], atol=2e-2, rtol=1e-3):
                 raise RuntimeError(f"the written graph's {name} differs from the refit heads")
-        old = dict(zip(names, probe.run(names, {probe.get_inputs()[0].name: crops})))
-        replaced = {o for t, r in reports.items() if r.kept_refit for o in TASK_OUTPUTS[t]}
         for name in set(names) - replaced:
             unchanged = max(unchanged, float(np.abs(new[name] - old[name]).max()))
     if unchanged != 0.0:
