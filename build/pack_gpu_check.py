@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "client"))
 
-from omniface import quantize  # noqa: E402
+from omniface import contract, quantize  # noqa: E402
 from omniface.cli import cuda_runtime_lib_dir, perf_analyzer_path  # noqa: E402
 from omniface.server import find_triton  # noqa: E402
 
@@ -55,12 +55,10 @@ def _b64_library() -> Path:
 def _data_files() -> list[tuple[Path, str]]:
     """(file, path under data/) of the held-out images the GPU tests use."""
     root = quantize.data_root()
-    frames_dir = root / "widerface" / "train" / "images"
-    crops_dir = root / "utkface" / "crop_part1"
-    if not frames_dir.is_dir() or not crops_dir.is_dir():
+    frames = quantize.image_files(contract.DETECTOR, "val", FRAMES)
+    crops = quantize.image_files(contract.ATTRIBUTES, "val", CROPS)
+    if not frames or not crops:
         raise SystemExit(f"no WIDER FACE / UTKFace under {root}: set OMNIFACE_DATA (see ../shared/data/README.md)")
-    frames = quantize._pick(sorted(frames_dir.glob("*/*.jpg")), "val", FRAMES)
-    crops = quantize._pick(sorted(p for p in crops_dir.iterdir() if p.suffix.lower() == ".jpg"), "val", CROPS)
     return [(p, f"data/{p.relative_to(root)}") for p in (*frames, *crops)]
 
 

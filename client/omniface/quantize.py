@@ -117,12 +117,24 @@ def _to_template(crop: np.ndarray, dataset: str) -> np.ndarray:
     return warp_affine(crop, matrix, contract.CROP_SIZE)
 
 
+def image_files(model_name: str, split: str, count: int, root: str | os.PathLike | None = None) -> list[Path]:
+    """The real image files a graph is calibrated (train) or measured (val) on:
+    WIDER FACE photos for the detector, UTKFace crops for the attributes; [] without
+    the data. Shared by ``real_frames``/``real_crops``, the GPU tests and the GPU kit."""
+    if model_name == contract.DETECTOR:
+        folder = data_root(root) / "widerface" / "train" / "images"
+        candidates = sorted(folder.glob("*/*.jpg")) if folder.is_dir() else []
+    elif model_name == contract.ATTRIBUTES:
+        folder = data_root(root) / "utkface" / "crop_part1"
+        candidates = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".jpg") if folder.is_dir() else []
+    else:
+        raise ValueError(f"no graph called {model_name!r}; expected {contract.DETECTOR!r} or {contract.ATTRIBUTES!r}")
+    return _pick(candidates, split, count)
+
+
 def real_crops(root: str | os.PathLike | None, split: str, count: int) -> np.ndarray | None:
     """UTKFace crops on the 112 template, [N, 112, 112, 3] uint8; None without the data."""
-    folder = data_root(root) / "utkface" / "crop_part1"
-    if not folder.is_dir():
-        return None
-    files = _pick(sorted(p for p in folder.iterdir() if p.suffix.lower() == ".jpg"), split, count)
+    files = image_files(contract.ATTRIBUTES, split, count, root)
     if not files:
         return None
     return np.stack([_to_template(_load_rgb(p), "utkface") for p in files])
@@ -131,10 +143,7 @@ def real_crops(root: str | os.PathLike | None, split: str, count: int) -> np.nda
 def real_frames(root: str | os.PathLike | None, split: str, count: int) -> np.ndarray | None:
     """WIDER FACE images letterboxed to the detector input, [N, 480, 640, 3] uint8;
     None without the data."""
-    folder = data_root(root) / "widerface" / "train" / "images"
-    if not folder.is_dir():
-        return None
-    files = _pick(sorted(folder.glob("*/*.jpg")), split, count)
+    files = image_files(contract.DETECTOR, split, count, root)
     if not files:
         return None
     return np.stack([letterboxed(_load_rgb(p)) for p in files])

@@ -299,8 +299,7 @@ def _frames(count: int) -> list[np.ndarray]:
     """Real WIDER FACE frames at their own size (astronaut without the data)."""
     from omniface import quantize
 
-    root = quantize.data_root() / "widerface" / "train" / "images"
-    files = quantize._pick(sorted(root.glob("*/*.jpg")), "val", count) if root.is_dir() else []
+    files = quantize.image_files(contract.DETECTOR, "val", count)
     if not files:
         from skimage import data
 
