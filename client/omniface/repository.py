@@ -424,7 +424,7 @@ def render_fused(out_dir: Path, source_repo: Path | None = None, chain: Sequence
                  instances: int = CPU_FUSED_INSTANCES) -> Path:
     """The CPU repository with ``chain`` fused (``fuse_steps``): the same ensemble name,
     tensors and graphs, fewer process hops (+13-22 % frames/s on 2 cores) and no idle
-    sub-model stubs (4 processes and 358 MiB instead of 8 and 591, docs/performance.md).
+    sub-model stubs (server RSS under load 460 MiB instead of 703, docs/performance.md).
     The GPU target keeps the separate steps, where the graphs are TensorRT engines."""
     chain = tuple(chain)
     return render_variant(out_dir, source_repo, fuse=chain, instance_counts={fused_name(chain): int(instances)})
