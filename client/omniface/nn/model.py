@@ -52,6 +52,8 @@ NECK_CHANNELS = 64
 HEAD_DEPTH = 2
 """Depthwise-separable convs in the shared detection head before the 1x1 predictors."""
 ATTR_HIDDEN = 128
+ATTR_TRUNKS = ("shared", "separate")
+"""Whether crops go through the detector's trunk (hard parameter sharing) or their own."""
 ATTR_DROPOUT = 0.1
 
 HEAD_POSE_SCALE = 45.0
@@ -224,8 +226,11 @@ class OmniFaceNet(nn.Module):
     """Multi-task face network: ``detect`` on frames, ``attributes`` on aligned crops,
     both through the same trunk."""
 
-    def __init__(self, tasks: tuple[str, ...] = contract.DEFAULT_TASKS, width: float = 1.0, split_bn: bool = False):
+    def __init__(self, tasks: tuple[str, ...] = contract.DEFAULT_TASKS, width: float = 1.0, split_bn: bool = False,
+                 attr_trunk: str = "shared", attr_width: float = 1.5):
         super().__init__()
+        if attr_trunk not in ATTR_TRUNKS:
+            raise ValueError(f"attr_trunk must be one of {ATTR_TRUNKS}, got {attr_trunk!r}")
         tasks = tuple(tasks)
         unknown = [t for t in tasks if t not in contract.TASKS_BY_NAME]
         if unknown:
@@ -239,8 +244,14 @@ class OmniFaceNet(nn.Module):
         self.neck = PANNeck(self.trunk.channels, neck)
         self.head = SharedHead(neck, len(contract.DETECTOR_STRIDES))
 
-        pooled = self.trunk.channels[1] + self.trunk.channels[2]
-        hidden = make_divisible(ATTR_HIDDEN * width)
+        # attr_trunk = "separate": the crops get their own trunk, sized for 112 px faces
+        # (it runs once per face, the detector's once per frame); "shared": hard sharing.
+        self.attr_trunk_kind = attr_trunk
+        self.attr_width = float(attr_width) if attr_trunk == "separate" else self.width
+        self.attr_trunk = Trunk(self.attr_width) if attr_trunk == "separate" else None
+        crop_trunk = self.attr_trunk if self.attr_trunk is not None else self.trunk
+        pooled = crop_trunk.channels[1] + crop_trunk.channels[2]
+        hidden = make_divisible(ATTR_HIDDEN * max(width, self.attr_width))
         outputs = {
             "gender": 1,
             "expression": len(contract.EXPRESSIONS),
@@ -268,6 +279,7 @@ class OmniFaceNet(nn.Module):
     def config(self) -> dict:
         """What ``load_model`` needs to rebuild this network."""
         return {"tasks": list(self.tasks), "width": self.width, "split_bn": self.split_bn,
+                "attr_trunk": self.attr_trunk_kind, "attr_width": self.attr_width,
                 "contract_version": contract.CONTRACT_VERSION}
 
     def _init_weights(self) -> None:
@@ -311,6 +323,9 @@ class OmniFaceNet(nn.Module):
 
     def embed(self, x):
         """Normalised crops ``[N,3,112,112]`` -> pooled shared features ``[N,D]``."""
+        if self.attr_trunk is not None:
+            _, c4, c5 = self.attr_trunk(x)
+            return torch.cat([c4.mean(dim=(2, 3)), c5.mean(dim=(2, 3))], dim=1)
         self._use_domain("crops")
         _, c4, c5 = self.trunk(x)
         return torch.cat([c4.mean(dim=(2, 3)), c5.mean(dim=(2, 3))], dim=1)
@@ -357,7 +372,8 @@ def save_checkpoint(model: OmniFaceNet, path: str | os.PathLike, **extra) -> Non
 
 def build_model(config: dict) -> OmniFaceNet:
     return OmniFaceNet(tasks=tuple(config.get("tasks", contract.DEFAULT_TASKS)), width=float(config.get("width", 1.0)),
-                       split_bn=bool(config.get("split_bn", False)))
+                       split_bn=bool(config.get("split_bn", False)), attr_trunk=str(config.get("attr_trunk", "shared")),
+                       attr_width=float(config.get("attr_width", 1.5)))
 
 
 def load_model(path: str | os.PathLike, map_location: str = "cpu") -> OmniFaceNet:

@@ -32,13 +32,24 @@ DEFAULTS: dict = {
         "paste_max": 3,
         "paste_sets": ["utkface", "genki4k"],
         "workers": 0,
+        # "cached": decode once into memory-mapped arrays (data.cache), augment with tensor
+        # ops; detection on det_crop crops at det_native_scale (relative to native pixels).
+        # "files": decode and warp each sample from its file (the original stream).
+        "pipeline": "files",
+        "cache": "",                     # "" -> $OMNIFACE_CACHE or <repo>/.cache/data/<hash>
+        "det_crop": [320, 320],
+        "det_native_scale": [0.3, 1.6],
     },
     "augment": {
         "crop_scale": [0.9, 1.1], "crop_shift": 0.06, "crop_rotate": 10.0, "flip": 0.5,
         "brightness": 0.3, "contrast": 0.3, "saturation": 0.3, "grayscale": 0.1,
+        "plain_resize": 0.25,            # cached pipeline: plain resize instead of template alignment
+        "lowres": 0.15, "lowres_size": [24, 64],
     },
     "model": {"tasks": list(contract.DEFAULT_TASKS), "width": 1.0, "init": "",
-              "split_bn": False},        # separate trunk BatchNorm statistics for frames and crops
+              "split_bn": False,         # separate trunk BatchNorm statistics for frames and crops
+              "attr_trunk": "shared",    # "separate": crops get their own trunk of attr_width
+              "attr_width": 1.5},
     "train": {
         "max_steps": 20000,              # the schedule's length
         "stop_after": 0,                 # >0: stop (checkpoint, exit) once this step is reached
@@ -52,6 +63,8 @@ DEFAULTS: dict = {
         "checkpoint_minutes": 5.0,
         "log_every": 10,
         "plot_every": 200,
+        "amp": "auto",                   # bf16 autocast: "auto" (on CUDA), "bf16", "off"
+        "channels_last": "auto",         # channels-last tensors: "auto" (on CUDA), "false"
     },
     "targets": {"topk": 9, "anchor_sizes": [24.0, 90.0, 360.0], "fallback": True},
     "loss": {
@@ -60,6 +73,8 @@ DEFAULTS: dict = {
         "landmark": "smooth_l1", "smooth_l1_beta": 0.111, "wing_w": 1.0, "wing_eps": 0.2,
         "coral_reduction": "sum",
         "pose_beta": 1.0,
+        "expression_logit_adjust": 0.0,  # tau of logit-adjusted CE (class prior of the training set)
+        "expression_label_smoothing": 0.0,
     },
     "weighting": {
         "method": "uncertainty",         # "uncertainty", "mtcp", "fixed"

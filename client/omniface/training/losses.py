@@ -187,7 +187,14 @@ def attribute_losses(out: dict, labels: dict, mask: dict, cfg: dict | None = Non
         elif task in ("gender", "smile", "glasses"):
             per = F.binary_cross_entropy_with_logits(pred, y.float(), reduction="none")
         elif task == "expression":
-            per = F.cross_entropy(pred, y.long().clamp(0, pred.shape[1] - 1), reduction="none")
+            prior = cfg.get("expression_log_prior")
+            tau = float(cfg.get("expression_logit_adjust", 0.0))
+            if prior is not None and tau > 0:
+                # Logit adjustment (Menon et al., ICLR 2021): train on logits + tau log
+                # prior, predict with the raw logits -> balanced rather than majority.
+                pred = pred + tau * torch.as_tensor(prior, dtype=pred.dtype, device=pred.device)
+            per = F.cross_entropy(pred, y.long().clamp(0, pred.shape[1] - 1), reduction="none",
+                                  label_smoothing=float(cfg.get("expression_label_smoothing", 0.0)))
         elif task == "head_pose":
             per = smooth_l1(pred - y.float(), cfg.get("pose_beta", 1.0)).mean(1)
         else:  # action_units

@@ -82,6 +82,19 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def expression_log_prior(stream) -> list[float]:
+    """log of the expression class frequencies over the stream's training items (for
+    logit-adjusted cross-entropy); classes never seen get the smallest seen count."""
+    counts = np.zeros(len(contract.EXPRESSIONS))
+    for recs in stream.faces.values():
+        if not len(recs) or "expression" not in recs[0].labels:
+            continue
+        for i in range(len(recs)):
+            counts[int(recs[i].labels["expression"])] += 1
+    counts = np.where(counts > 0, counts, counts[counts > 0].min() if (counts > 0).any() else 1.0)
+    return np.log(counts / counts.sum()).tolist()
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -112,10 +125,17 @@ class Trainer:
         torch.set_num_threads(int(t["threads"]))
         seed_everything(int(cfg["seed"]))
         self.device = pick_device(t["device"])
-        self.stream = stream if stream is not None else build_stream(cfg)
+        self.stream = stream if stream is not None else build_stream(
+            cfg, device=str(self.device) if self.device.type == "cuda" else "cpu", quiet=quiet)
 
-        self.model = OmniFaceNet(tuple(cfg["model"]["tasks"]), float(cfg["model"]["width"]),
-                                 split_bn=bool(cfg["model"].get("split_bn", False))).to(self.device)
+        m = cfg["model"]
+        self.model = OmniFaceNet(tuple(m["tasks"]), float(m["width"]), split_bn=bool(m.get("split_bn", False)),
+                                 attr_trunk=str(m.get("attr_trunk", "shared")),
+                                 attr_width=float(m.get("attr_width", 1.5))).to(self.device)
+        # channels-last suits cuDNN's tensor-core convolutions; on CPU the default is faster.
+        self._channels_last = self.device.type == "cuda" and str(t.get("channels_last", "auto")) in ("auto", "true", "True")
+        if self._channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         if cfg["model"]["init"] and not resume:
             init = torch.load(cfg["model"]["init"], map_location="cpu", weights_only=True)
             missing, unexpected = self.model.load_state_dict(init["model"], strict=False)
@@ -151,6 +171,10 @@ class Trainer:
         self.dm = DistributionMatching(dm["pairs"], dm["symmetric"], dm["stop_grad"]) if dm["enabled"] else None
         pairs_ok = self.dm is not None and any(p["a"] in self.model.tasks and p["b"] in self.model.tasks for p in dm["pairs"])
         self.dm = self.dm if pairs_ok else None
+
+        self.loss_cfg = dict(cfg["loss"])
+        if float(self.loss_cfg.get("expression_logit_adjust", 0.0)) > 0 and self.expr_offsets:
+            self.loss_cfg["expression_log_prior"] = expression_log_prior(self.stream)
 
         self.step = 0
         self._stop = False
@@ -211,6 +235,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
 
+    def _autocast(self):
+        """bf16 autocast on CUDA (``train.amp``: "auto" = on CUDA, "off", "bf16")."""
+        mode = str(self.cfg["train"].get("amp", "auto"))
+        on = self.device.type == "cuda" and mode in ("auto", "bf16")
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=on)
+
+    def _layout(self, x):
+        return x.contiguous(memory_format=torch.channels_last) if self._channels_last else x
+
     def _expression_weights(self, batch: dict, out: dict):
         """ReSup: record this batch's similarities, return per-sample weights [N]."""
         attr = batch["attr"]
@@ -239,12 +272,13 @@ class Trainer:
             self.resup.maybe_refit(batch["step"], epoch)
         if batch.get("det") is not None:
             det = batch["det"]
-            images = normalise(det["images"], self.device)
-            out = self.model.detect(images)
+            images = det["x"].to(self.device) if "x" in det else normalise(det["images"], self.device)
+            with self._autocast():
+                out = self.model.detect(self._layout(images))
             tg = batch_targets(det["boxes"], det["landmarks"], det["landmark_valid"], images.shape[2], images.shape[3],
                                topk=self.cfg["targets"]["topk"], anchor_sizes=tuple(self.cfg["targets"]["anchor_sizes"]),
                                fallback=self.cfg["targets"]["fallback"], device=self.device)
-            dl = detection_losses({k: v.float() for k, v in out.items()}, tg, self.cfg["loss"])
+            dl = detection_losses({k: v.float() for k, v in out.items()}, tg, self.loss_cfg)
             logs["num_pos"] = float(dl.pop("num_pos"))
             losses.update(dl)
             present.add("det_score")
@@ -255,7 +289,9 @@ class Trainer:
         dm_loss = None
         if batch.get("attr") is not None:
             attr = batch["attr"]
-            out = self.model.attributes(normalise(attr["images"], self.device))
+            crops = attr["x"].to(self.device) if "x" in attr else normalise(attr["images"], self.device)
+            with self._autocast():
+                out = self.model.attributes(self._layout(crops))
             out = {k: v.float() for k, v in out.items()}
             labels = {k: v.to(self.device) for k, v in attr["labels"].items()}
             mask = {k: v.to(self.device) for k, v in attr["mask"].items()}
@@ -264,7 +300,7 @@ class Trainer:
                 w = self._expression_weights(batch, out)
                 if w is not None:
                     weights["expression"] = w
-            al = attribute_losses(out, labels, mask, self.cfg["loss"], weights)
+            al = attribute_losses(out, labels, mask, self.loss_cfg, weights)
             losses.update(al)
             present.update(t for t in al if bool(mask[t].any()))
             if self.dm is not None:
@@ -329,7 +365,10 @@ class Trainer:
         status = "error"
         bar = tqdm(total=int(t["max_steps"]), initial=self.step, disable=self.quiet, dynamic_ncols=True)
         try:
-            loader = make_loader(self.stream, self.step, stop, int(self.cfg["data"]["workers"]))
+            # A stream that lives on the GPU is cut in this process (workers would each need the cache there).
+            workers = 0 if getattr(self.stream, "device", None) is not None and self.stream.device.type != "cpu" \
+                else int(self.cfg["data"]["workers"])
+            loader = make_loader(self.stream, self.step, stop, workers)
             for batch in loader:
                 logs = self.train_step(batch)
                 self._accumulate(logs)
