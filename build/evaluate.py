@@ -4,6 +4,7 @@
     python build/evaluate.py --onnx-dir model_repository --out runs/default/eval_onnx.json
     python build/evaluate.py --onnx-dir runs/quantized --onnx-file model.qdq-cpu.onnx   # the INT8 Q/DQ graphs
     python build/evaluate.py --checkpoint runs/default/last.pt --set eval.max_images=100 --set eval.max_crops=500
+    python build/evaluate.py --onnx-dir model_repository --served      # + the attributes as the SDK returns them
 
 Detection AP@0.5 (all faces, and easy / medium / hard by face height), landmark NME
 (normalised by the face box size), age MAE, gender accuracy, expression accuracy and
@@ -34,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default: next to the checkpoint, or ./eval.json)")
     parser.add_argument("--no-detection", action="store_true", help="skip the WIDER FACE detection metrics")
     parser.add_argument("--no-attributes", action="store_true", help="skip the attribute metrics")
+    parser.add_argument("--served", action="store_true",
+                        help="also read the attribute sets through the served pipeline as the SDK does "
+                             "(analyze on each crop centred in a 2x canvas; analyze_faces on the crop as it is); "
+                             "a checkpoint is exported to a temporary repository first")
     args = parser.parse_args(argv)
 
     from omniface.training.config import apply_overrides, load_config
@@ -72,6 +77,22 @@ def main(argv: list[str] | None = None) -> int:
     if faces:
         faces = {k: subsample(v, e["max_crops"]) for k, v in faces.items()}
         results["attributes"] = evaluate_attributes(backend, faces, batch=max(1, 4 * e["batch"]))
+    if faces and args.served:
+        import tempfile
+
+        from omniface.training.served_eval import evaluate_served
+
+        with tempfile.TemporaryDirectory() as tmp:
+            repo = args.onnx_dir
+            if repo is None or args.onnx_file != "model.onnx":
+                if args.checkpoint is None:
+                    parser.error("--served reads a repository's model.onnx graphs; export the Q/DQ graphs into one")
+                from omniface.export import export_all
+                from omniface.nn import load_model
+
+                export_all(load_model(args.checkpoint), tmp)
+                repo = Path(tmp)
+            results["served"] = evaluate_served(repo, faces, threads=cfg["eval"]["threads"])
     results["seconds"] = round(time.monotonic() - t0, 1)
     print(format_table({k: v for k, v in results.items() if k not in ("source", "split")}))
     out = args.out or ((args.checkpoint.parent / f"eval_{args.checkpoint.stem}.json") if args.checkpoint else Path("eval.json"))
