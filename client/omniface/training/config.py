@@ -39,6 +39,7 @@ DEFAULTS: dict = {
         "cache": "",                     # "" -> $OMNIFACE_CACHE or <repo>/.cache/data/<hash>
         "det_crop": [320, 320],
         "det_native_scale": [0.3, 1.6],
+        "stream_device": "auto",         # cached stream: "auto" (the training device), "cpu"
     },
     "augment": {
         "crop_scale": [0.9, 1.1], "crop_shift": 0.06, "crop_rotate": 10.0, "flip": 0.5,
@@ -53,6 +54,7 @@ DEFAULTS: dict = {
     "train": {
         "max_steps": 20000,              # the schedule's length
         "stop_after": 0,                 # >0: stop (checkpoint, exit) once this step is reached
+        "time_limit_minutes": 0.0,       # >0: stop (checkpoint, exit) after this much wall time
         "lr": 2e-3,
         "weight_decay": 5e-4,
         "warmup_steps": 500,

@@ -125,8 +125,11 @@ class Trainer:
         torch.set_num_threads(int(t["threads"]))
         seed_everything(int(cfg["seed"]))
         self.device = pick_device(t["device"])
-        self.stream = stream if stream is not None else build_stream(
-            cfg, device=str(self.device) if self.device.type == "cuda" else "cpu", quiet=quiet)
+        # data.stream_device: where a cached stream cuts its batches ("auto": on the
+        # training device, the cache then lives in GPU memory; "cpu": loader workers).
+        where = str(cfg["data"].get("stream_device", "auto"))
+        where = str(self.device) if where == "auto" else where
+        self.stream = stream if stream is not None else build_stream(cfg, device=where, quiet=quiet)
 
         m = cfg["model"]
         self.model = OmniFaceNet(tuple(m["tasks"]), float(m["width"]), split_bn=bool(m.get("split_bn", False)),
@@ -382,6 +385,9 @@ class Trainer:
                 if time.monotonic() - last_ckpt >= 60.0 * float(t["checkpoint_minutes"]):
                     self.save()
                     last_ckpt = time.monotonic()
+                limit = float(t.get("time_limit_minutes", 0) or 0)
+                if limit > 0 and time.monotonic() - t0 >= 60.0 * limit:
+                    break  # checkpointed below; --resume continues the same schedule
                 if self._stop:
                     break
             status = "interrupted" if self._stop else ("done" if self.step >= int(t["max_steps"]) else "stopped")
