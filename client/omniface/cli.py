@@ -21,19 +21,17 @@ from __future__ import annotations
 import argparse
 import ctypes.util
 import importlib.metadata
-import importlib.util
 import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
-import sysconfig
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from omniface import __version__
+from omniface import binaries
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -257,67 +255,9 @@ def _version(distribution: str) -> str | None:
         return None
 
 
-def _find_spec(module: str):
-    try:
-        return importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        return None
-
-
-def _package_dir(module: str) -> Path | None:
-    spec = _find_spec(module)
-    if spec is None:
-        return None
-    if spec.submodule_search_locations:
-        return Path(list(spec.submodule_search_locations)[0])
-    return Path(spec.origin).parent if spec.origin else None
-
-
-def cuda_runtime_lib_dir() -> Path | None:
-    """``nvidia/cuda_runtime/lib`` of the nvidia-cuda-runtime-cu12 wheel, if installed."""
-    base = _package_dir("nvidia.cuda_runtime")
-    if base is not None and (base / "lib").is_dir():
-        return base / "lib"
-    for site in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:
-        candidate = Path(site) / "nvidia" / "cuda_runtime" / "lib"
-        if candidate.is_dir():
-            return candidate
-    return None
-
-
-def perf_analyzer_path() -> Path | None:
-    """Where the tritonclient wheel put perf_analyzer (its ``bin`` scheme: the scripts
-    directory of this environment), else the first one on PATH."""
-    candidates = [Path(sysconfig.get_paths()["scripts"]) / "perf_analyzer",
-                  Path(sys.executable).parent / "perf_analyzer"]
-    tritonclient_dir = _package_dir("tritonclient")
-    if tritonclient_dir is not None:
-        candidates.append(tritonclient_dir.parent / "bin" / "perf_analyzer")
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    found = shutil.which("perf_analyzer")
-    return Path(found) if found else None
-
-
-def missing_shared_libraries(binary: Path, extra_dirs: Sequence[Path] = ()) -> list[str] | None:
-    """Sonames ``ldd`` cannot resolve for ``binary`` (with ``extra_dirs`` on
-    LD_LIBRARY_PATH); None when ldd is unavailable."""
-    ldd = shutil.which("ldd")
-    if ldd is None:
-        return None
-    env = dict(os.environ)
-    env["LD_LIBRARY_PATH"] = os.pathsep.join([*map(str, extra_dirs), env.get("LD_LIBRARY_PATH", "")]).strip(os.pathsep)
-    try:
-        out = subprocess.run([ldd, str(binary)], capture_output=True, text=True, env=env, timeout=20).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return [line.split("=>")[0].strip() for line in out.splitlines() if "not found" in line]
-
-
 def _import_check(group: str, name: str, module: str, distribution: str, fix: str, required: bool = False,
                   want: str | None = None) -> Check:
-    spec = _find_spec(module)
+    spec = binaries.find_spec(module)
     if spec is None:
         return Check(group, name, False, "not installed", fix, required)
     version = _version(distribution) or "unknown version"
@@ -337,7 +277,7 @@ def doctor_checks() -> list[Check]:
         numpy_check.fix = "pip install 'numpy>=1.24,<2'"
     checks.append(numpy_check)
     checks.append(_import_check("sdk", "pillow", "PIL", "pillow", "pip install 'pillow>=10'", True))
-    grpc_ok = _find_spec("grpc") is not None
+    grpc_ok = binaries.find_spec("grpc") is not None
     tc = _import_check("sdk", "tritonclient[grpc]", "tritonclient", "tritonclient",
                        "pip install 'tritonclient[grpc]==2.51.0'", True, want="2.51.0")
     if tc.ok and not grpc_ok:
@@ -346,7 +286,7 @@ def doctor_checks() -> list[Check]:
     checks.append(tc)
 
     # serve: the embedded tritonserver of nvidia-pytriton
-    pytriton_dir = _package_dir("pytriton")
+    pytriton_dir = binaries.package_dir("pytriton")
     fix_serve = "pip install 'omniface[serve]'  (brings nvidia-pytriton==0.7.0)"
     if pytriton_dir is None:
         checks.append(Check("serve", "tritonserver (nvidia-pytriton)", False, "nvidia-pytriton is not installed", fix_serve))
@@ -377,12 +317,12 @@ def doctor_checks() -> list[Check]:
     checks.append(_import_check("train", "torch (optional)", "torch", "torch", "pip install 'omniface[train]'"))
 
     # bench: perf_analyzer from the tritonclient wheel and the libraries it links
-    perf = perf_analyzer_path()
-    cudart_dir = cuda_runtime_lib_dir()
+    perf = binaries.perf_analyzer_path()
+    cudart_dir = binaries.cuda_runtime_lib_dir()
     if perf is None:
         checks.append(Check("bench", "perf_analyzer", False, "not found", "pip install 'tritonclient[all]==2.51.0'"))
     else:
-        missing_libs = missing_shared_libraries(perf, [cudart_dir] if cudart_dir else [])
+        missing_libs = binaries.missing_shared_libraries(perf, [cudart_dir] if cudart_dir else [])
         checks.append(Check("bench", "perf_analyzer", True, str(perf)))
         if missing_libs is None:  # no ldd: look the libraries up by name
             missing_libs = [] if ctypes.util.find_library("b64") else ["libb64.so.0d"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from omniface import cli, contract
+from omniface import binaries, cli, contract
 from omniface.types import Box, Face, FrameResult, HeadPose, Point, ScoreMap
 
 
@@ -43,9 +43,9 @@ def test_doctor_reports_every_item(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_doctor_names_the_fix_for_missing_items(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    real = cli._find_spec
-    monkeypatch.setattr(cli, "_find_spec", lambda m: None if m in ("pytriton", "onnxruntime", "torch") else real(m))
-    monkeypatch.setattr(cli, "perf_analyzer_path", lambda: None)
+    real = binaries.find_spec
+    monkeypatch.setattr(binaries, "find_spec", lambda m: None if m in ("pytriton", "onnxruntime", "torch") else real(m))
+    monkeypatch.setattr(binaries, "perf_analyzer_path", lambda: None)
     assert cli.main(["doctor"]) == 0  # optional parts missing: still exit 0
     out = capsys.readouterr().out
     assert "MISSING" in out and "pip install 'omniface[serve]'" in out and "onnxruntime>=1.17" in out
@@ -53,8 +53,8 @@ def test_doctor_names_the_fix_for_missing_items(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_doctor_fails_without_the_sdk_requirements(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    real = cli._find_spec
-    monkeypatch.setattr(cli, "_find_spec", lambda m: None if m == "tritonclient" else real(m))
+    real = binaries.find_spec
+    monkeypatch.setattr(binaries, "find_spec", lambda m: None if m == "tritonclient" else real(m))
     assert cli.main(["doctor"]) == 1
     assert "pip install 'tritonclient[grpc]==2.51.0'" in capsys.readouterr().out
 
