@@ -1,11 +1,14 @@
 """The ``omniface`` command line.
 
     omniface analyze IMAGE... [--url URL] [--json] [--annotate OUT] [--timeout S]
+                     [--score-threshold T] [--max-faces N] [--min-face-size PX] [--det-size PX|native]
     omniface serve [--model-repository PATH] [--grpc-port 8001] [--http-port 8000] [--metrics-port 8002]
+                   [--four-step | --fuse]
     omniface doctor
     omniface build-engines [--out-dir DIR] [--precision fp16|fp32|int8] [--dry-run]
 
-``analyze`` prints one table row per face (or, with ``--json``, one JSON object per
+``analyze`` sends the detection settings given (the server's configured values apply
+to the others) and prints one table row per face (or, with ``--json``, one JSON object per
 image and line: ``{"path": ..., "width": ..., "height": ..., "faces": [...]}``).
 ``--annotate OUT`` draws the result: with one IMAGE, OUT is the PNG to write; with
 several, OUT is a directory (created if needed) that receives ``<image stem>.png`` per
@@ -30,8 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from omniface import __version__
-from omniface import binaries
+from omniface import __version__, binaries, contract
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -127,11 +129,19 @@ def _write_annotation(data: bytes, result, path: Path) -> None:
         raise InvalidInput(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
 
 
+def analyze_settings(args: argparse.Namespace) -> dict:
+    """The ``Client.analyze`` detection settings the command line gave (None: the server's)."""
+    return {"score_threshold": args.score_threshold, "max_faces": args.max_faces,
+            "min_face_size": args.min_face_size, "det_size": args.det_size}
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
+    from omniface import _protocol as protocol
     from omniface.client import Client
     from omniface.errors import OmnifaceError
 
-    try:  # bad settings (e.g. an http:// URL) fail before any file is read
+    try:  # bad settings (e.g. an http:// URL, --max-faces 0) fail before any file is read
+        protocol.detection_settings(**analyze_settings(args))
         client = Client(args.url, timeout=args.timeout, retries=args.retries)
     except OmnifaceError as exc:
         _error(str(exc))
@@ -173,9 +183,10 @@ def _analyze_files(client, args: argparse.Namespace) -> int:
     rows: list[tuple[str, ...]] = []
     faces = images = 0
     written: list[tuple[str, Path]] = []
+    settings = analyze_settings(args)
     for (name, data), target in zip(readable, targets):
         try:
-            result = client.analyze(data)
+            result = client.analyze(data, **settings)
             if target is not None:
                 _write_annotation(data, result, target)
                 written.append((name, target))
@@ -205,6 +216,30 @@ def _analyze_files(client, args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------
 
 
+def serve_layout(model_repository: str | None, four_step: bool, fuse: bool) -> tuple[bool, str]:
+    """Whether ``omniface serve`` fuses the repository, and the line that says why.
+
+    The fused CPU repository is the default: it serves the same ensemble at 0.96-0.98 of
+    in-process throughput against 0.64-0.72 for four steps (docs/performance.md). It is
+    rendered from the contract, so only a repository that *is* the contract's CPU
+    rendering (the default one, or a copy with other graphs) is fused; any other (a GPU
+    layout, a variant with its own settings, a remote s3:// one) is served as it is."""
+    from omniface import repository
+
+    if four_step:
+        return False, "serving the four-step ensemble (--four-step)"
+    if model_repository and "://" in model_repository:
+        if fuse:
+            raise ValueError("--fuse renders a local copy of the repository; it cannot fuse a remote (s3://...) one")
+        return False, "serving the remote repository as it is (only a local one can be fused)"
+    source = Path(model_repository) if model_repository else repository.default_repository_path()
+    drift = repository.check_repository(source)
+    if drift and not fuse:
+        return False, (f"serving {source} as it is: it is not the contract's CPU layout ({drift[0]}"
+                       f"{f', and {len(drift) - 1} more' if len(drift) > 1 else ''}), so it is not fused")
+    return True, "serving the fused CPU repository (one python-backend model per frame; --four-step for four steps)"
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from omniface.errors import OmnifaceError
 
@@ -212,14 +247,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from omniface.server import run_serve_command
 
         model_repository = args.model_repository
-        if args.fuse:
+        try:
+            fuse, why = serve_layout(model_repository, args.four_step, args.fuse)
+        except ValueError as exc:
+            _error(str(exc))
+            return EXIT_ERROR
+        print(f"omniface: {why}", flush=True)
+        if fuse:
             import tempfile
 
             from omniface import repository
 
-            if model_repository and "://" in model_repository:
-                _error("--fuse renders a local copy of the repository; it cannot fuse a remote (s3://...) one")
-                return EXIT_ERROR
             with tempfile.TemporaryDirectory(prefix="omniface-fused-") as work:
                 source = Path(model_repository) if model_repository else None
                 fused = repository.render_fused(Path(work) / "model_repository", source)
@@ -423,6 +461,19 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--timeout", type=_positive_float, default=30.0, metavar="S",
                          help="seconds per request (default: 30)")
     analyze.add_argument("--retries", type=int, default=2, help=argparse.SUPPRESS)
+    detection = analyze.add_argument_group("detection settings (default: the server's configured values)")
+    detection.add_argument("--score-threshold", type=float, default=None, metavar="T",
+                           help=f"drop faces scoring at or below T, 0-1 (default repository: {contract.SCORE_THRESHOLD_DEFAULT})")
+    detection.add_argument("--max-faces", type=int, default=None, metavar="N",
+                           help=f"keep the N highest-scoring faces, 1-{contract.ATTRIBUTES_MAX_BATCH} "
+                           f"(default repository: {contract.MAX_FACES_DEFAULT})")
+    detection.add_argument("--min-face-size", type=float, default=None, metavar="PX",
+                           help="drop faces whose box's longer side is under PX pixels "
+                           f"(default repository: {contract.MIN_FACE_SIZE_DEFAULT:g})")
+    detection.add_argument("--det-size", default=None, metavar="PX|native",
+                           help=f"long side the image is resized to for detection, {contract.DETECTOR_MIN_SIDE}-"
+                           f"{contract.DETECTOR_MAX_SIDE}, or '{contract.DET_SIZE_NATIVE_NAME}' for its own size "
+                           f"(default repository: {contract.DET_SIZE_DEFAULT})")
     analyze.set_defaults(handler=cmd_analyze)
 
     serve = sub.add_parser("serve", help="run the embedded Triton server with the omniface models",
@@ -432,9 +483,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--grpc-port", type=_port, default=8001)
     serve.add_argument("--http-port", type=_port, default=8000)
     serve.add_argument("--metrics-port", type=_port, default=8002)
-    serve.add_argument("--fuse", action="store_true",
-                       help="CPU: run preprocess, detector, postprocess and attributes as one python-backend model "
-                       "(same ensemble and results, fewer process hops: +13-22%% frames/s on 2 cores)")
+    layout = serve.add_mutually_exclusive_group()
+    layout.add_argument("--four-step", action="store_true",
+                        help="serve preprocess, detector, postprocess and attributes as four models (the GPU layout; "
+                        "default on CPU: fused into one python-backend model, same ensemble and results, "
+                        "+13-22%% frames/s on 2 cores)")
+    layout.add_argument("--fuse", action="store_true",
+                        help="fuse even a repository that is not the contract's CPU layout (rendered from the contract, "
+                        "its graphs copied)")
     serve.set_defaults(handler=cmd_serve)
 
     doctor = sub.add_parser("doctor", help="check what is installed and how to fix what is missing")
