@@ -322,11 +322,14 @@ def variant_models(
             raise ValueError(f"intra-op threads of {name!r} must be >= 1, got {threads}")
         replace(name, parameters={**out[name].parameters, "intra_op_threads": str(int(threads))})
     if required_input is not None:
+        # Only that input: the other frame input and the optional per-request settings go
+        # (the steps then use their configured values), since shared memory takes no optional one.
         ensemble = out[contract.FACE_ANALYSIS]
         spec = ensemble.input(required_input)  # KeyError for an unknown name
-        first, *rest = ensemble.steps
-        step = dataclasses.replace(first, input_map={k: v for k, v in first.input_map.items() if v == required_input})
-        replace(contract.FACE_ANALYSIS, inputs=(dataclasses.replace(spec, optional=False),), steps=(step, *rest))
+        dropped = {t.name for t in ensemble.inputs} - {required_input}
+        steps = tuple(dataclasses.replace(s, input_map={k: v for k, v in s.input_map.items() if v not in dropped})
+                      for s in ensemble.steps)
+        replace(contract.FACE_ANALYSIS, inputs=(dataclasses.replace(spec, optional=False),), steps=steps)
     if fuse:
         out = fuse_steps(out, tuple(fuse))
     return out
