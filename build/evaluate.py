@@ -5,11 +5,15 @@
     python build/evaluate.py --onnx-dir runs/quantized --onnx-file model.qdq-cpu.onnx   # the INT8 Q/DQ graphs
     python build/evaluate.py --checkpoint runs/default/last.pt --set eval.max_images=100 --set eval.max_crops=500
     python build/evaluate.py --onnx-dir model_repository --served      # + the attributes as the SDK returns them
+    python build/evaluate.py --onnx-dir model_repository --no-attributes --det-size letterbox 640 960 1280 native \
+        --plot docs/performance/ap-by-det-size.png     # AP per difficulty at each detection size
 
 Detection AP@0.5 (all faces, and easy / medium / hard by face height), landmark NME
 (normalised by the face box size), age MAE, gender accuracy, expression accuracy and
 per-class recall, smile accuracy and head-pose MAE per angle. Frames go through
-``omniface.processing`` (letterbox, decode, NMS) exactly as the server does. The split
+``omniface.processing`` (letterbox, decode, NMS) exactly as the server does; with
+``--det-size`` once per size (a long side, ``native``, or ``letterbox``: the 640x480 canvas
+the network is trained on), each frame sized as the server sizes it for that ``det_size``. The split
 settings (data root, val fraction, split seed) come from the checkpoint's training
 config when it has one, else from --config / the defaults, then --set.
 """
@@ -39,11 +43,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="also read the attribute sets through the served pipeline as the SDK does "
                              "(analyze on each crop centred in a 2x canvas; analyze_faces on the crop as it is); "
                              "a checkpoint is exported to a temporary repository first")
+    parser.add_argument("--det-size", nargs="+", default=None, metavar="SIZE",
+                        help="detection AP at each size: a long side (32-1920), 'native', or 'letterbox' "
+                        "(default: letterbox only)")
+    parser.add_argument("--plot", type=Path, default=None, help="with --det-size: PNG of AP against size")
     args = parser.parse_args(argv)
 
     from omniface.training.config import apply_overrides, load_config
-    from omniface.training.evaluate import (OnnxBackend, TorchBackend, evaluate_attributes, evaluate_detection,
-                                            format_table, subsample)
+    from omniface.processing.image import parse_det_size
+    from omniface.training.evaluate import (OnnxBackend, TorchBackend, detection_by_size_table, evaluate_attributes,
+                                            evaluate_detection, format_table, plot_detection_by_size, size_label,
+                                            subsample)
+
+    sizes = [None if s == "letterbox" else parse_det_size(s) for s in (args.det_size or ["letterbox"])]
     from omniface.training.datasets import load_sets
 
     cfg = load_config(args.config)
@@ -73,7 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     if wider:
         wider = subsample(wider, e["max_images"])
-        results["detection"] = evaluate_detection(backend, wider, e["score_threshold"], e["nms_iou"], e["max_faces"], e["batch"])
+        by_size = {}
+        for det_size in sizes:
+            started = time.monotonic()
+            by_size[size_label(det_size)] = evaluate_detection(backend, wider, e["score_threshold"], e["nms_iou"],
+                                                               e["max_faces"], e["batch"], det_size=det_size)
+            by_size[size_label(det_size)]["seconds"] = round(time.monotonic() - started, 1)
+        results["detection"] = next(iter(by_size.values()))
+        if args.det_size:
+            results["detection_by_size"] = by_size
+            print(detection_by_size_table(by_size))
+            if args.plot:
+                plot_detection_by_size(by_size, args.plot)
+                print(f"wrote {args.plot}")
     if faces:
         faces = {k: subsample(v, e["max_crops"]) for k, v in faces.items()}
         results["attributes"] = evaluate_attributes(backend, faces, batch=max(1, 4 * e["batch"]))
@@ -94,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                 repo = Path(tmp)
             results["served"] = evaluate_served(repo, faces, threads=cfg["eval"]["threads"])
     results["seconds"] = round(time.monotonic() - t0, 1)
-    print(format_table({k: v for k, v in results.items() if k not in ("source", "split")}))
+    print(format_table({k: v for k, v in results.items() if k not in ("source", "split", "detection_by_size")}))
     out = args.out or ((args.checkpoint.parent / f"eval_{args.checkpoint.stem}.json") if args.checkpoint else Path("eval.json"))
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")

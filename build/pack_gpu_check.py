@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "client"))
 
 from omniface import contract, quantize  # noqa: E402
-from omniface.cli import cuda_runtime_lib_dir, perf_analyzer_path  # noqa: E402
+from omniface.binaries import cuda_runtime_lib_dir, perf_analyzer_path  # noqa: E402
 from omniface.server import find_triton  # noqa: E402
 
 DEFAULT_OUT = ROOT / ".gpu-check" / "kit.tar.xz"

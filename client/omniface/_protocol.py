@@ -156,6 +156,26 @@ def check_contract(model_config_parameters: Mapping[str, Any], model: str = cont
     return server
 
 
+def version_tuple(version: str) -> tuple[int, ...]:
+    """``"1.1.0"`` -> ``(1, 1, 0)``; non-numeric parts count as 0."""
+    return tuple(int(p) if p.isdigit() else 0 for p in str(version).strip().split(".")[:3])
+
+
+def check_settings_supported(info: ModelInfo, settings: Mapping[str, float]) -> None:
+    """Refuse, before sending, per-request settings to a server whose contract predates
+    them (it would answer "unexpected inference input"). A server whose version is
+    unknown (``check_contract=False``) gets them as they are."""
+    if not settings or info.contract_version is None:
+        return
+    if version_tuple(info.contract_version) < version_tuple(contract.SETTINGS_SINCE):
+        raise ContractMismatch(
+            f"the server's {info.name!r} speaks contract {info.contract_version}, which takes no per-request "
+            f"detection settings ({', '.join(sorted(settings))}; they came with {contract.SETTINGS_SINCE}): "
+            "re-render the server's repository with this omniface, or call without them (the server's "
+            "configured values then apply)"
+        )
+
+
 def _sdk_version() -> str:
     from omniface import __version__
 
@@ -252,6 +272,46 @@ def build_frame_inputs(frame: Frame, color_order: str, module: ModuleType) -> li
         f"cannot analyse a {type(frame).__name__}: pass a file path, the encoded image bytes "
         "(JPEG/PNG/WebP/BMP), or a uint8 HxWx3 / HxW numpy array"
     )
+
+
+def detection_settings(
+    score_threshold: float | None = None,
+    max_faces: int | None = None,
+    min_face_size: float | None = None,
+    det_size: int | str | None = None,
+) -> dict[str, float]:
+    """The per-request detection settings that were given (None: the server's configured
+    value), checked as the server checks them, as ``{name: wire value}``.
+
+    ``det_size`` is a long side in pixels or ``"native"`` (sent as ``DET_SIZE_NATIVE``)."""
+    given = {contract.SCORE_THRESHOLD: score_threshold, contract.MAX_FACES: max_faces,
+             contract.MIN_FACE_SIZE: min_face_size}
+    settings: dict[str, float] = {}
+    for name, value in given.items():
+        if value is None:
+            continue
+        setting = contract.SETTINGS_BY_NAME[name]
+        integral = setting.dtype == "INT32"
+        kinds = (int, np.integer) if integral else (int, float, np.integer, np.floating)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise InvalidInput(f"{name} must be {'an integer' if integral else 'a number'}, got {value!r}")
+        problem = setting.problem(float(value))
+        if problem:
+            raise InvalidInput(problem)
+        settings[name] = int(value) if integral else float(value)
+    if det_size is not None:
+        settings[contract.DET_SIZE] = _processing_image().parse_det_size(det_size)
+    return settings
+
+
+def build_settings_inputs(settings: Mapping[str, float], module: ModuleType) -> list:
+    """The ``InferInput``s of the settings ``detection_settings`` returned: one ``[1]``
+    optional ensemble input each, dtype from the contract."""
+    inputs = []
+    for name, value in settings.items():
+        spec = contract.SETTINGS_BY_NAME[name].tensor
+        inputs.append(_input(module, spec, np.array([value], dtype=contract.NUMPY_DTYPES[spec.dtype])))
+    return inputs
 
 
 def frame_output_names(tasks: Sequence[str] = contract.DEFAULT_TASKS) -> tuple[str, ...]:
@@ -411,10 +471,13 @@ def parse_frame_result(outputs: Mapping[str, np.ndarray]) -> FrameResult:
         raise ServerError(f"malformed response: {contract.FACE_COUNT} = {count_array!r}")
     count = int(count_array[0])
     info = _required(outputs, contract.FRAME_INFO).reshape(-1)
-    if info.size < len(contract.FRAME_INFO_FIELDS):
+    if info.size < contract.FRAME_INFO_FIELDS_1_0:
         raise ServerError(f"malformed response: {contract.FRAME_INFO} has {info.size} values")
-    fields = dict(zip(contract.FRAME_INFO_FIELDS, info.tolist()))
+    fields = dict(zip(contract.FRAME_INFO_FIELDS, info.tolist()))  # a 1.0 server sends the first six
     height, width = int(round(fields["height"])), int(round(fields["width"]))
+    orientation = int(round(fields["orientation"])) if "orientation" in fields else None
+    detection_size = (int(round(fields["detector_width"])), int(round(fields["detector_height"]))) \
+        if "detector_width" in fields else None
 
     boxes = _rows(_required(outputs, contract.FACE_BOXES), contract.FACE_BOXES, count)
     scores = _rows(_required(outputs, contract.FACE_SCORES), contract.FACE_SCORES, count)
@@ -431,7 +494,8 @@ def parse_frame_result(outputs: Mapping[str, np.ndarray]) -> FrameResult:
         )
         for box, score, points, attrs in zip(boxes.tolist(), scores.tolist(), landmarks.tolist(), attributes)
     )
-    return FrameResult(width=width, height=height, faces=faces)
+    return FrameResult(width=width, height=height, faces=faces, orientation=orientation,
+                       detection_size=detection_size)
 
 
 def parse_face_attributes(outputs: Mapping[str, np.ndarray], count: int) -> list[FaceAttributes]:

@@ -172,10 +172,23 @@ class AsyncClient(endpoints.ClientBase):
     async def contract_version(self) -> str | None:
         return (await self._model(contract.FACE_ANALYSIS)).contract_version
 
-    async def analyze(self, frame: Frame, *, color_order: str | None = None, timeout: float | None = None) -> FrameResult:
-        """See ``omniface.Client.analyze``."""
+    async def analyze(
+        self,
+        frame: Frame,
+        *,
+        color_order: str | None = None,
+        timeout: float | None = None,
+        score_threshold: float | None = None,
+        max_faces: int | None = None,
+        min_face_size: float | None = None,
+        det_size: int | str | None = None,
+    ) -> FrameResult:
+        """See ``omniface.Client.analyze`` (the detection settings included)."""
+        settings = protocol.detection_settings(score_threshold, max_faces, min_face_size, det_size)
         inputs = protocol.build_frame_inputs(frame, color_order or self.color_order, self._module)
         info = await self._model(contract.FACE_ANALYSIS)
+        protocol.check_settings_supported(info, settings)
+        inputs += protocol.build_settings_inputs(settings, self._module)
         outputs = await self._infer(
             contract.FACE_ANALYSIS, inputs, protocol.frame_output_names(info.tasks), self._timeout(timeout)
         )
@@ -188,10 +201,18 @@ class AsyncClient(endpoints.ClientBase):
         concurrency: int = 4,
         color_order: str | None = None,
         timeout: float | None = None,
+        score_threshold: float | None = None,
+        max_faces: int | None = None,
+        min_face_size: float | None = None,
+        det_size: int | str | None = None,
     ) -> list[FrameResult]:
         """``analyze`` many frames with up to ``concurrency`` requests in flight; results
-        in input order. The first failure cancels the rest and is raised."""
+        in input order. The first failure cancels the rest and is raised. The detection
+        settings (see ``omniface.Client.analyze``) apply to every frame."""
         protocol.check_positive_int("concurrency", concurrency)
+        settings = dict(score_threshold=score_threshold, max_faces=max_faces, min_face_size=min_face_size,
+                        det_size=det_size)
+        protocol.detection_settings(**settings)  # a bad value fails before any frame is read
         # ``concurrency`` workers pull from one iterator, so frames are consumed lazily
         # (a generator of decoded frames is never all in memory) and at most
         # ``concurrency`` requests are in flight.
@@ -200,7 +221,7 @@ class AsyncClient(endpoints.ClientBase):
 
         async def worker() -> None:
             for index, frame in source:
-                results[index] = await self.analyze(frame, color_order=color_order, timeout=timeout)
+                results[index] = await self.analyze(frame, color_order=color_order, timeout=timeout, **settings)
 
         workers = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
         try:

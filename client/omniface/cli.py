@@ -1,11 +1,14 @@
 """The ``omniface`` command line.
 
     omniface analyze IMAGE... [--url URL] [--json] [--annotate OUT] [--timeout S]
+                     [--score-threshold T] [--max-faces N] [--min-face-size PX] [--det-size PX|native]
     omniface serve [--model-repository PATH] [--grpc-port 8001] [--http-port 8000] [--metrics-port 8002]
+                   [--four-step | --fuse]
     omniface doctor
     omniface build-engines [--out-dir DIR] [--precision fp16|fp32|int8] [--dry-run]
 
-``analyze`` prints one table row per face (or, with ``--json``, one JSON object per
+``analyze`` sends the detection settings given (the server's configured values apply
+to the others) and prints one table row per face (or, with ``--json``, one JSON object per
 image and line: ``{"path": ..., "width": ..., "height": ..., "faces": [...]}``).
 ``--annotate OUT`` draws the result: with one IMAGE, OUT is the PNG to write; with
 several, OUT is a directory (created if needed) that receives ``<image stem>.png`` per
@@ -21,19 +24,16 @@ from __future__ import annotations
 import argparse
 import ctypes.util
 import importlib.metadata
-import importlib.util
 import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
-import sysconfig
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from omniface import __version__
+from omniface import __version__, binaries, contract
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -129,11 +129,19 @@ def _write_annotation(data: bytes, result, path: Path) -> None:
         raise InvalidInput(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
 
 
+def analyze_settings(args: argparse.Namespace) -> dict:
+    """The ``Client.analyze`` detection settings the command line gave (None: the server's)."""
+    return {"score_threshold": args.score_threshold, "max_faces": args.max_faces,
+            "min_face_size": args.min_face_size, "det_size": args.det_size}
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
+    from omniface import _protocol as protocol
     from omniface.client import Client
     from omniface.errors import OmnifaceError
 
-    try:  # bad settings (e.g. an http:// URL) fail before any file is read
+    try:  # bad settings (e.g. an http:// URL, --max-faces 0) fail before any file is read
+        protocol.detection_settings(**analyze_settings(args))
         client = Client(args.url, timeout=args.timeout, retries=args.retries)
     except OmnifaceError as exc:
         _error(str(exc))
@@ -175,9 +183,10 @@ def _analyze_files(client, args: argparse.Namespace) -> int:
     rows: list[tuple[str, ...]] = []
     faces = images = 0
     written: list[tuple[str, Path]] = []
+    settings = analyze_settings(args)
     for (name, data), target in zip(readable, targets):
         try:
-            result = client.analyze(data)
+            result = client.analyze(data, **settings)
             if target is not None:
                 _write_annotation(data, result, target)
                 written.append((name, target))
@@ -207,6 +216,30 @@ def _analyze_files(client, args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------
 
 
+def serve_layout(model_repository: str | None, four_step: bool, fuse: bool) -> tuple[bool, str]:
+    """Whether ``omniface serve`` fuses the repository, and the line that says why.
+
+    The fused CPU repository is the default: it serves the same ensemble at 0.96-0.98 of
+    in-process throughput against 0.64-0.72 for four steps (docs/performance.md). It is
+    rendered from the contract, so only a repository that *is* the contract's CPU
+    rendering (the default one, or a copy with other graphs) is fused; any other (a GPU
+    layout, a variant with its own settings, a remote s3:// one) is served as it is."""
+    from omniface import repository
+
+    if four_step:
+        return False, "serving the four-step ensemble (--four-step)"
+    if model_repository and "://" in model_repository:
+        if fuse:
+            raise ValueError("--fuse renders a local copy of the repository; it cannot fuse a remote (s3://...) one")
+        return False, "serving the remote repository as it is (only a local one can be fused)"
+    source = Path(model_repository) if model_repository else repository.default_repository_path()
+    drift = repository.check_repository(source)
+    if drift and not fuse:
+        return False, (f"serving {source} as it is: it is not the contract's CPU layout ({drift[0]}"
+                       f"{f', and {len(drift) - 1} more' if len(drift) > 1 else ''}), so it is not fused")
+    return True, "serving the fused CPU repository (one python-backend model per frame; --four-step for four steps)"
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from omniface.errors import OmnifaceError
 
@@ -214,14 +247,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from omniface.server import run_serve_command
 
         model_repository = args.model_repository
-        if args.fuse:
+        try:
+            fuse, why = serve_layout(model_repository, args.four_step, args.fuse)
+        except ValueError as exc:
+            _error(str(exc))
+            return EXIT_ERROR
+        print(f"omniface: {why}", flush=True)
+        if fuse:
             import tempfile
 
             from omniface import repository
 
-            if model_repository and "://" in model_repository:
-                _error("--fuse renders a local copy of the repository; it cannot fuse a remote (s3://...) one")
-                return EXIT_ERROR
             with tempfile.TemporaryDirectory(prefix="omniface-fused-") as work:
                 source = Path(model_repository) if model_repository else None
                 fused = repository.render_fused(Path(work) / "model_repository", source)
@@ -257,67 +293,9 @@ def _version(distribution: str) -> str | None:
         return None
 
 
-def _find_spec(module: str):
-    try:
-        return importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        return None
-
-
-def _package_dir(module: str) -> Path | None:
-    spec = _find_spec(module)
-    if spec is None:
-        return None
-    if spec.submodule_search_locations:
-        return Path(list(spec.submodule_search_locations)[0])
-    return Path(spec.origin).parent if spec.origin else None
-
-
-def cuda_runtime_lib_dir() -> Path | None:
-    """``nvidia/cuda_runtime/lib`` of the nvidia-cuda-runtime-cu12 wheel, if installed."""
-    base = _package_dir("nvidia.cuda_runtime")
-    if base is not None and (base / "lib").is_dir():
-        return base / "lib"
-    for site in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:
-        candidate = Path(site) / "nvidia" / "cuda_runtime" / "lib"
-        if candidate.is_dir():
-            return candidate
-    return None
-
-
-def perf_analyzer_path() -> Path | None:
-    """Where the tritonclient wheel put perf_analyzer (its ``bin`` scheme: the scripts
-    directory of this environment), else the first one on PATH."""
-    candidates = [Path(sysconfig.get_paths()["scripts"]) / "perf_analyzer",
-                  Path(sys.executable).parent / "perf_analyzer"]
-    tritonclient_dir = _package_dir("tritonclient")
-    if tritonclient_dir is not None:
-        candidates.append(tritonclient_dir.parent / "bin" / "perf_analyzer")
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    found = shutil.which("perf_analyzer")
-    return Path(found) if found else None
-
-
-def missing_shared_libraries(binary: Path, extra_dirs: Sequence[Path] = ()) -> list[str] | None:
-    """Sonames ``ldd`` cannot resolve for ``binary`` (with ``extra_dirs`` on
-    LD_LIBRARY_PATH); None when ldd is unavailable."""
-    ldd = shutil.which("ldd")
-    if ldd is None:
-        return None
-    env = dict(os.environ)
-    env["LD_LIBRARY_PATH"] = os.pathsep.join([*map(str, extra_dirs), env.get("LD_LIBRARY_PATH", "")]).strip(os.pathsep)
-    try:
-        out = subprocess.run([ldd, str(binary)], capture_output=True, text=True, env=env, timeout=20).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return [line.split("=>")[0].strip() for line in out.splitlines() if "not found" in line]
-
-
 def _import_check(group: str, name: str, module: str, distribution: str, fix: str, required: bool = False,
                   want: str | None = None) -> Check:
-    spec = _find_spec(module)
+    spec = binaries.find_spec(module)
     if spec is None:
         return Check(group, name, False, "not installed", fix, required)
     version = _version(distribution) or "unknown version"
@@ -337,7 +315,7 @@ def doctor_checks() -> list[Check]:
         numpy_check.fix = "pip install 'numpy>=1.24,<2'"
     checks.append(numpy_check)
     checks.append(_import_check("sdk", "pillow", "PIL", "pillow", "pip install 'pillow>=10'", True))
-    grpc_ok = _find_spec("grpc") is not None
+    grpc_ok = binaries.find_spec("grpc") is not None
     tc = _import_check("sdk", "tritonclient[grpc]", "tritonclient", "tritonclient",
                        "pip install 'tritonclient[grpc]==2.51.0'", True, want="2.51.0")
     if tc.ok and not grpc_ok:
@@ -346,7 +324,7 @@ def doctor_checks() -> list[Check]:
     checks.append(tc)
 
     # serve: the embedded tritonserver of nvidia-pytriton
-    pytriton_dir = _package_dir("pytriton")
+    pytriton_dir = binaries.package_dir("pytriton")
     fix_serve = "pip install 'omniface[serve]'  (brings nvidia-pytriton==0.7.0)"
     if pytriton_dir is None:
         checks.append(Check("serve", "tritonserver (nvidia-pytriton)", False, "nvidia-pytriton is not installed", fix_serve))
@@ -377,12 +355,12 @@ def doctor_checks() -> list[Check]:
     checks.append(_import_check("train", "torch (optional)", "torch", "torch", "pip install 'omniface[train]'"))
 
     # bench: perf_analyzer from the tritonclient wheel and the libraries it links
-    perf = perf_analyzer_path()
-    cudart_dir = cuda_runtime_lib_dir()
+    perf = binaries.perf_analyzer_path()
+    cudart_dir = binaries.cuda_runtime_lib_dir()
     if perf is None:
         checks.append(Check("bench", "perf_analyzer", False, "not found", "pip install 'tritonclient[all]==2.51.0'"))
     else:
-        missing_libs = missing_shared_libraries(perf, [cudart_dir] if cudart_dir else [])
+        missing_libs = binaries.missing_shared_libraries(perf, [cudart_dir] if cudart_dir else [])
         checks.append(Check("bench", "perf_analyzer", True, str(perf)))
         if missing_libs is None:  # no ldd: look the libraries up by name
             missing_libs = [] if ctypes.util.find_library("b64") else ["libb64.so.0d"]
@@ -483,6 +461,19 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--timeout", type=_positive_float, default=30.0, metavar="S",
                          help="seconds per request (default: 30)")
     analyze.add_argument("--retries", type=int, default=2, help=argparse.SUPPRESS)
+    detection = analyze.add_argument_group("detection settings (default: the server's configured values)")
+    detection.add_argument("--score-threshold", type=float, default=None, metavar="T",
+                           help=f"drop faces scoring at or below T, 0-1 (default repository: {contract.SCORE_THRESHOLD_DEFAULT})")
+    detection.add_argument("--max-faces", type=int, default=None, metavar="N",
+                           help=f"keep the N highest-scoring faces, 1-{contract.ATTRIBUTES_MAX_BATCH} "
+                           f"(default repository: {contract.MAX_FACES_DEFAULT})")
+    detection.add_argument("--min-face-size", type=float, default=None, metavar="PX",
+                           help="drop faces whose box's longer side is under PX pixels "
+                           f"(default repository: {contract.MIN_FACE_SIZE_DEFAULT:g})")
+    detection.add_argument("--det-size", default=None, metavar="PX|native",
+                           help=f"long side the image is resized to for detection, {contract.DETECTOR_MIN_SIDE}-"
+                           f"{contract.DETECTOR_MAX_SIDE}, or '{contract.DET_SIZE_NATIVE_NAME}' for its own size "
+                           f"(default repository: {contract.DET_SIZE_DEFAULT})")
     analyze.set_defaults(handler=cmd_analyze)
 
     serve = sub.add_parser("serve", help="run the embedded Triton server with the omniface models",
@@ -492,9 +483,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--grpc-port", type=_port, default=8001)
     serve.add_argument("--http-port", type=_port, default=8000)
     serve.add_argument("--metrics-port", type=_port, default=8002)
-    serve.add_argument("--fuse", action="store_true",
-                       help="CPU: run preprocess, detector, postprocess and attributes as one python-backend model "
-                       "(same ensemble and results, fewer process hops: +13-22%% frames/s on 2 cores)")
+    layout = serve.add_mutually_exclusive_group()
+    layout.add_argument("--four-step", action="store_true",
+                        help="serve preprocess, detector, postprocess and attributes as four models (the GPU layout; "
+                        "default on CPU: fused into one python-backend model, same ensemble and results, "
+                        "+13-22%% frames/s on 2 cores)")
+    layout.add_argument("--fuse", action="store_true",
+                        help="fuse even a repository that is not the contract's CPU layout (rendered from the contract, "
+                        "its graphs copied)")
     serve.set_defaults(handler=cmd_serve)
 
     doctor = sub.add_parser("doctor", help="check what is installed and how to fix what is missing")

@@ -205,14 +205,37 @@ class Client(endpoints.ClientBase):
         """The contract version the server's ``face_analysis`` declares (checked)."""
         return self._model(contract.FACE_ANALYSIS).contract_version
 
-    def analyze(self, frame: Frame, *, color_order: str | None = None, timeout: float | None = None) -> FrameResult:
+    def analyze(
+        self,
+        frame: Frame,
+        *,
+        color_order: str | None = None,
+        timeout: float | None = None,
+        score_threshold: float | None = None,
+        max_faces: int | None = None,
+        min_face_size: float | None = None,
+        det_size: int | str | None = None,
+    ) -> FrameResult:
         """Detect every face in one frame and predict its attributes.
 
-        ``frame``: a path to an image file, the encoded bytes (JPEG/PNG/WebP/BMP), or a
+        ``frame``: a path to an image file, the encoded bytes (JPEG/PNG/WebP/BMP/GIF), or a
         uint8 ``HxWx3`` (``HxW`` grayscale) array in ``color_order`` (default: the
-        client's). Coordinates in the result are in that frame's pixels."""
+        client's). Coordinates in the result are in that frame's pixels (an encoded
+        image's upright ones: its EXIF orientation applied).
+
+        Detection settings for this request alone; None keeps the server's configured
+        value (shown in brackets for the default repository): ``score_threshold`` in
+        [0, 1], faces scoring at or below it are dropped [0.5]; ``max_faces`` 1-128, the
+        highest-scoring faces kept [64]; ``min_face_size`` in pixels, faces whose box's
+        longer side is shorter are dropped [0]; ``det_size`` the long side (32-1920) the
+        frame is resized to for detection, or ``"native"`` for its own size (capped at
+        1920) [640]. Out-of-range values raise ``InvalidInput``; a server of contract 1.0,
+        which has no such settings, ``ContractMismatch``."""
+        settings = protocol.detection_settings(score_threshold, max_faces, min_face_size, det_size)
         inputs = protocol.build_frame_inputs(frame, color_order or self.color_order, self._module)
         info = self._model(contract.FACE_ANALYSIS)
+        protocol.check_settings_supported(info, settings)
+        inputs += protocol.build_settings_inputs(settings, self._module)
         outputs = self._infer(contract.FACE_ANALYSIS, inputs, protocol.frame_output_names(info.tasks), self._timeout(timeout))
         return protocol.parse_frame_result(outputs)
 
@@ -223,13 +246,21 @@ class Client(endpoints.ClientBase):
         concurrency: int = 4,
         color_order: str | None = None,
         timeout: float | None = None,
+        score_threshold: float | None = None,
+        max_faces: int | None = None,
+        min_face_size: float | None = None,
+        det_size: int | str | None = None,
     ) -> list[FrameResult]:
         """``analyze`` many frames, keeping up to ``concurrency`` requests in flight (the
         server's dynamic batcher merges them); results come back in input order. The
-        first failure cancels what has not started and is raised."""
+        first failure cancels what has not started and is raised. The detection
+        settings (see ``analyze``) apply to every frame."""
         protocol.check_positive_int("concurrency", concurrency)
+        settings = dict(score_threshold=score_threshold, max_faces=max_faces, min_face_size=min_face_size,
+                        det_size=det_size)
+        protocol.detection_settings(**settings)  # a bad value fails before any frame is read
         if concurrency == 1:
-            return [self.analyze(f, color_order=color_order, timeout=timeout) for f in frames]
+            return [self.analyze(f, color_order=color_order, timeout=timeout, **settings) for f in frames]
         results: dict[int, FrameResult] = {}
         pending: dict[Future, int] = {}
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="omniface") as pool:
@@ -237,7 +268,7 @@ class Client(endpoints.ClientBase):
                 for index, frame in enumerate(frames):
                     while len(pending) >= concurrency:
                         self._collect(pending, results, FIRST_COMPLETED)
-                    future = pool.submit(self.analyze, frame, color_order=color_order, timeout=timeout)
+                    future = pool.submit(self.analyze, frame, color_order=color_order, timeout=timeout, **settings)
                     pending[future] = index
                 while pending:
                     self._collect(pending, results, FIRST_COMPLETED)

@@ -8,7 +8,11 @@ result parsing, and perf_analyzer input files. A test re-renders the committed
 is typed once, here.
 
 Bump ``CONTRACT_VERSION`` whenever a name, dtype, shape or meaning changes: the SDK
-refuses to talk to a server whose ensemble declares another major version.
+refuses to talk to a server whose ensemble declares another major version. A minor
+version adds what an older SDK can ignore (1.1: the optional per-request detection
+settings, three more ``frame_info`` fields, a detector of variable input size); the SDK
+refuses to *use* such an addition against a server of an older minor version, with
+``ContractMismatch`` saying so, and otherwise talks to it as before.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-CONTRACT_VERSION = "1.0.0"
+CONTRACT_VERSION = "1.1.0"
 """Semantic version of this contract; published as a model-config parameter."""
 
 CONTRACT_VERSION_PARAMETER = "omniface_contract_version"
@@ -36,10 +40,37 @@ such errors (wherever Triton puts them in its own message) to ``InvalidInput``."
 
 DETECTOR_INPUT_HEIGHT = 480
 DETECTOR_INPUT_WIDTH = 640
-"""The detector sees every frame letterboxed to this size (VGA, landscape)."""
+"""The canvas the network is trained on (frames letterboxed to VGA, landscape); also the
+size TensorRT tunes the detector engine for (its profile's ``opt`` shape). Serving takes
+any size: see ``DETECTOR_MAX_SIDE`` and ``DET_SIZE_DEFAULT``."""
 
 DETECTOR_STRIDES: tuple[int, ...] = (8, 16, 32)
 """Anchor-free detection levels; one prediction per feature-map cell per stride."""
+
+DETECTOR_SIZE_MULTIPLE = max(DETECTOR_STRIDES)
+DETECTOR_MIN_SIDE = DETECTOR_SIZE_MULTIPLE
+DETECTOR_MAX_SIDE = 1920
+"""The detector graph takes any height and width that are multiples of
+``DETECTOR_SIZE_MULTIPLE`` (every level's cells then tile the frame exactly), from
+``DETECTOR_MIN_SIDE`` up to ``DETECTOR_MAX_SIDE`` on each side. Preprocess resizes a frame
+to ``det_size`` (its long side) and pads it up to such a canvas; the same entries give the
+TensorRT profile (``omniface.engines.profiles``)."""
+
+DET_SIZE_NATIVE = 0
+"""``det_size`` on the wire for "native": detect at the frame's own resolution (its long
+side capped at ``DETECTOR_MAX_SIDE``), no resizing."""
+DET_SIZE_NATIVE_NAME = "native"
+"""How the SDK, the CLI and config parameters spell ``DET_SIZE_NATIVE``."""
+
+DET_SIZE_DEFAULT = 640
+"""The server's default ``det_size``: the long side frames are resized to for detection
+when a request does not say. Chosen from measured AP and cost per size
+(docs/performance.md, "Detection size")."""
+
+DETECTOR_OPT_SIZE = (-(-DET_SIZE_DEFAULT * 3 // 4 // DETECTOR_SIZE_MULTIPLE) * DETECTOR_SIZE_MULTIPLE, DET_SIZE_DEFAULT)
+"""(height, width) of a 4:3 landscape frame at the default ``det_size``: what the
+TensorRT profile tunes the detector for, between the ``DETECTOR_MIN_SIDE`` and
+``DETECTOR_MAX_SIDE`` it must cover."""
 
 NUM_LANDMARKS = 5
 """Left eye, right eye, nose tip, left mouth corner, right mouth corner (image left/right
@@ -71,6 +102,8 @@ MAX_FACES_DEFAULT = 64
 
 SCORE_THRESHOLD_DEFAULT = 0.5
 NMS_IOU_DEFAULT = 0.4
+MIN_FACE_SIZE_DEFAULT = 0.0
+"""Faces whose box's longer side is shorter than this (original pixels) are dropped; 0 keeps all."""
 MAX_SOURCE_SIDE_DEFAULT = 1920
 """Frames larger than this (longest side) are downscaled once in preprocess; face
 crops are cut from that copy and coordinates are still reported in original pixels."""
@@ -83,7 +116,8 @@ MAX_ENCODED_BYTES = 64 * 1024 * 1024
 
 
 def detector_locations(height: int = DETECTOR_INPUT_HEIGHT, width: int = DETECTOR_INPUT_WIDTH) -> int:
-    """Number of anchor points the detector emits: the sum of all feature-map cells."""
+    """Number of anchor points the detector emits for an input size: the sum of all
+    feature-map cells (it follows the input: 6,300 at 480x640, 21 at 32x32)."""
     return sum((height // s) * (width // s) for s in DETECTOR_STRIDES)
 
 
@@ -165,6 +199,9 @@ class TensorSpec:
     dims: tuple[int, ...]
     description: str = ""
     optional: bool = False
+    sizes: tuple[tuple[int, int, int], ...] = ()
+    """(min, opt, max) of each variable (-1) dim, in order, for a tensor that an engine
+    with optimisation profiles takes (``omniface.engines.profiles``)."""
 
 
 @dataclass(frozen=True)
@@ -220,16 +257,24 @@ IMAGE_RAW = "IMAGE_RAW"
 """Decoded frame: UINT8, shape [H, W, 3], RGB order."""
 
 DETECTOR_IMAGE = "image"
-"""Detector graph input: UINT8 [N, DETECTOR_INPUT_HEIGHT, DETECTOR_INPUT_WIDTH, 3] RGB, letterboxed."""
+"""Detector graph input: UINT8 [N, H, W, 3] RGB, the frame resized and padded to H x W
+(multiples of DETECTOR_SIZE_MULTIPLE, at most DETECTOR_MAX_SIDE)."""
 DETECTOR_SCORES = "scores"
 DETECTOR_BOXES = "boxes"
 DETECTOR_LANDMARKS = "landmarks"
 
 SOURCE_IMAGE = "source_image"
 FRAME_INFO = "frame_info"
-FRAME_INFO_FIELDS: tuple[str, ...] = ("height", "width", "scale", "pad_x", "pad_y", "source_scale")
-"""frame_info layout: original height and width, letterbox scale (detector px per
-original px), letterbox padding (detector px), and source_scale (source px per original px)."""
+FRAME_INFO_FIELDS: tuple[str, ...] = (
+    "height", "width", "scale", "pad_x", "pad_y", "source_scale", "orientation", "detector_height", "detector_width",
+)
+"""frame_info layout: the frame's height and width (upright: after its EXIF orientation),
+letterbox scale (detector px per original px), letterbox padding (detector px),
+source_scale (source px per original px), the EXIF orientation applied (1-8; 1 for raw
+frames and images without the tag), and the detector canvas the frame was resized and
+padded to. Contract 1.0 had the first six; fields are only ever appended."""
+FRAME_INFO_FIELDS_1_0 = 6
+"""How many ``frame_info`` fields a contract 1.0 server sends."""
 
 CROPS = "crops"
 """Attributes graph input: UINT8 [N, CROP_SIZE, CROP_SIZE, 3] RGB aligned faces."""
@@ -286,13 +331,80 @@ FACE_ATTRIBUTES = ATTRIBUTES
 DETECTOR_MAX_BATCH = 8
 ATTRIBUTES_MAX_BATCH = 128
 
+# --------------------------------------------------------------------------------------
+# Per-request detection settings.
+# --------------------------------------------------------------------------------------
+
+SCORE_THRESHOLD = "score_threshold"
+MAX_FACES = "max_faces"
+MIN_FACE_SIZE = "min_face_size"
+DET_SIZE = "det_size"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A detection setting a request may override: an optional ``[1]`` input of the
+    ``face_analysis`` ensemble named ``name``, routed to ``step``, whose config parameter
+    of the same name is the server's default. A value is valid in ``minimum..maximum``
+    (``maximum`` None: no upper bound) or when it is one of ``special``."""
+
+    name: str
+    dtype: Literal["INT32", "FP32"]
+    step: str
+    minimum: float
+    maximum: float | None
+    description: str
+    special: tuple[int, ...] = ()
+
+    @property
+    def tensor(self) -> TensorSpec:
+        return TensorSpec(self.name, self.dtype, (1,), self.description, optional=True)
+
+    def problem(self, value: float) -> str | None:
+        """Why ``value`` is not valid for this setting (None when it is)."""
+        if value in self.special:
+            return None
+        if value != value or value in (float("inf"), float("-inf")):
+            return f"{self.name} must be a finite number, got {value}"
+        if self.dtype == "INT32" and value != int(value):
+            return f"{self.name} must be an integer, got {value}"
+        if value < self.minimum or (self.maximum is not None and value > self.maximum):
+            upper = "" if self.maximum is None else f" and {self.maximum:g}"
+            either = f" (or {', '.join(str(s) for s in self.special)})" if self.special else ""
+            bound = f"between {self.minimum:g}{upper}" if upper else f">= {self.minimum:g}"
+            return f"{self.name} must be {bound}{either}, got {value:g}: {self.description}"
+        return None
+
+
+DETECTION_SETTINGS: tuple[Setting, ...] = (
+    Setting(SCORE_THRESHOLD, "FP32", POSTPROCESS, 0.0, 1.0,
+            "faces whose detection score is not above it are dropped"),
+    Setting(MAX_FACES, "INT32", POSTPROCESS, 1, ATTRIBUTES_MAX_BATCH,
+            "at most this many faces per frame, highest scores first (up to the attributes model's batch limit)"),
+    Setting(MIN_FACE_SIZE, "FP32", POSTPROCESS, 0.0, None,
+            "faces whose box's longer side is shorter than this many pixels of the frame are dropped"),
+    Setting(DET_SIZE, "INT32", PREPROCESS, DETECTOR_MIN_SIDE, DETECTOR_MAX_SIDE,
+            f"the long side, in pixels, the frame is resized to for detection ({DET_SIZE_NATIVE} = "
+            f"{DET_SIZE_NATIVE_NAME}: the frame's own size, capped at {DETECTOR_MAX_SIDE})",
+            special=(DET_SIZE_NATIVE,)),
+)
+"""Every per-request setting, in the order the SDK takes them."""
+
+SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in DETECTION_SETTINGS}
+SETTINGS_SINCE = "1.1.0"
+"""The contract version that introduced the per-request settings."""
+
+
+def setting_inputs(step: str) -> tuple[TensorSpec, ...]:
+    """The optional setting inputs of one step."""
+    return tuple(s.tensor for s in DETECTION_SETTINGS if s.step == step)
+
 
 def build_models(
     tasks: tuple[str, ...] = DEFAULT_TASKS,
     max_faces: int = MAX_FACES_DEFAULT,
 ) -> dict[str, ModelSpec]:
     """All models of the repository, keyed by name, for a task list and face cap."""
-    locations = detector_locations()
     attr_outputs = attribute_outputs(tasks)
     version = {CONTRACT_VERSION_PARAMETER: CONTRACT_VERSION}
 
@@ -302,15 +414,16 @@ def build_models(
         description="Decode one frame (encoded bytes or raw RGB), letterbox it for the detector, "
         "keep a size-capped source copy for alignment, and record the coordinate mapping.",
         inputs=(
-            TensorSpec(IMAGE_BYTES, "BYTES", (1,), "encoded JPEG/PNG/WebP/BMP", optional=True),
+            TensorSpec(IMAGE_BYTES, "BYTES", (1,), "encoded JPEG/PNG/WebP/BMP/GIF", optional=True),
             TensorSpec(IMAGE_RAW, "UINT8", (-1, -1, 3), "decoded RGB frame", optional=True),
+            *setting_inputs(PREPROCESS),
         ),
         outputs=(
-            TensorSpec(DETECTOR_IMAGE, "UINT8", (1, DETECTOR_INPUT_HEIGHT, DETECTOR_INPUT_WIDTH, 3)),
+            TensorSpec(DETECTOR_IMAGE, "UINT8", (1, -1, -1, 3)),
             TensorSpec(SOURCE_IMAGE, "UINT8", (-1, -1, 3)),
             TensorSpec(FRAME_INFO, "FP32", (len(FRAME_INFO_FIELDS),)),
         ),
-        parameters={"max_source_side": str(MAX_SOURCE_SIDE_DEFAULT), **version},
+        parameters={"max_source_side": str(MAX_SOURCE_SIDE_DEFAULT), DET_SIZE: str(DET_SIZE_DEFAULT), **version},
     )
     detector = ModelSpec(
         name=DETECTOR,
@@ -319,11 +432,12 @@ def build_models(
         max_batch_size=DETECTOR_MAX_BATCH,
         dynamic_batching=True,
         max_queue_delay_us=0,
-        inputs=(TensorSpec(DETECTOR_IMAGE, "UINT8", (DETECTOR_INPUT_HEIGHT, DETECTOR_INPUT_WIDTH, 3)),),
+        inputs=(TensorSpec(DETECTOR_IMAGE, "UINT8", (-1, -1, 3), "H, W multiples of DETECTOR_SIZE_MULTIPLE",
+                           sizes=tuple((DETECTOR_MIN_SIDE, opt, DETECTOR_MAX_SIDE) for opt in DETECTOR_OPT_SIZE)),),
         outputs=(
-            TensorSpec(DETECTOR_SCORES, "FP32", (locations,), "sigmoid face score per location"),
-            TensorSpec(DETECTOR_BOXES, "FP32", (locations, 4), "left/top/right/bottom distances, in stride units"),
-            TensorSpec(DETECTOR_LANDMARKS, "FP32", (locations, 2 * NUM_LANDMARKS), "landmark offsets from the cell centre, in stride units"),
+            TensorSpec(DETECTOR_SCORES, "FP32", (-1,), "sigmoid face score per location (detector_locations(H, W))"),
+            TensorSpec(DETECTOR_BOXES, "FP32", (-1, 4), "left/top/right/bottom distances, in stride units"),
+            TensorSpec(DETECTOR_LANDMARKS, "FP32", (-1, 2 * NUM_LANDMARKS), "landmark offsets from the cell centre, in stride units"),
         ),
         parameters=dict(version),
     )
@@ -334,11 +448,12 @@ def build_models(
         "Always emits at least one crop row so the attributes step never sees an empty batch; "
         "face_count says how many rows are real.",
         inputs=(
-            TensorSpec(DETECTOR_SCORES, "FP32", (1, locations)),
-            TensorSpec(DETECTOR_BOXES, "FP32", (1, locations, 4)),
-            TensorSpec(DETECTOR_LANDMARKS, "FP32", (1, locations, 2 * NUM_LANDMARKS)),
+            TensorSpec(DETECTOR_SCORES, "FP32", (1, -1)),
+            TensorSpec(DETECTOR_BOXES, "FP32", (1, -1, 4)),
+            TensorSpec(DETECTOR_LANDMARKS, "FP32", (1, -1, 2 * NUM_LANDMARKS)),
             TensorSpec(SOURCE_IMAGE, "UINT8", (-1, -1, 3)),
             TensorSpec(FRAME_INFO, "FP32", (len(FRAME_INFO_FIELDS),)),
+            *setting_inputs(POSTPROCESS),
         ),
         outputs=(
             TensorSpec(FACE_COUNT, "INT32", (1,), "number of real faces (rows beyond it are padding)"),
@@ -348,9 +463,10 @@ def build_models(
             TensorSpec(CROPS, "UINT8", (-1, CROP_SIZE, CROP_SIZE, 3), "aligned face crops"),
         ),
         parameters={
-            "score_threshold": str(SCORE_THRESHOLD_DEFAULT),
+            SCORE_THRESHOLD: str(SCORE_THRESHOLD_DEFAULT),
             "nms_iou": str(NMS_IOU_DEFAULT),
-            "max_faces": str(max_faces),
+            MAX_FACES: str(max_faces),
+            MIN_FACE_SIZE: str(MIN_FACE_SIZE_DEFAULT),
             **version,
         },
     )
@@ -377,24 +493,30 @@ def build_models(
     face_analysis = ModelSpec(
         name=FACE_ANALYSIS,
         backend="ensemble",
-        description="Frame in, per-face boxes, landmarks and attributes out.",
-        inputs=preprocess.inputs,
+        description="Frame in, per-face boxes, landmarks and attributes out; optional per-request "
+        "detection settings (DETECTION_SETTINGS) override the steps' configured values.",
+        inputs=(*preprocess.inputs[:2], *(s.tensor for s in DETECTION_SETTINGS)),
         outputs=ensemble_outputs,
         parameters={"tasks": ",".join(tasks), **version},
         steps=(
-            EnsembleStep(PREPROCESS, {IMAGE_BYTES: IMAGE_BYTES, IMAGE_RAW: IMAGE_RAW},
+            EnsembleStep(PREPROCESS, {IMAGE_BYTES: IMAGE_BYTES, IMAGE_RAW: IMAGE_RAW, **_settings_map(PREPROCESS)},
                          {DETECTOR_IMAGE: "_letterboxed", SOURCE_IMAGE: "_source", FRAME_INFO: FRAME_INFO}),
             EnsembleStep(DETECTOR, {DETECTOR_IMAGE: "_letterboxed"},
                          {DETECTOR_SCORES: "_scores", DETECTOR_BOXES: "_boxes", DETECTOR_LANDMARKS: "_landmarks"}),
             EnsembleStep(POSTPROCESS,
                          {DETECTOR_SCORES: "_scores", DETECTOR_BOXES: "_boxes", DETECTOR_LANDMARKS: "_landmarks",
-                          SOURCE_IMAGE: "_source", FRAME_INFO: FRAME_INFO},
+                          SOURCE_IMAGE: "_source", FRAME_INFO: FRAME_INFO, **_settings_map(POSTPROCESS)},
                          {FACE_COUNT: FACE_COUNT, FACE_BOXES: FACE_BOXES, FACE_SCORES: FACE_SCORES,
                           FACE_LANDMARKS: FACE_LANDMARKS, CROPS: "_crops"}),
             EnsembleStep(ATTRIBUTES, {CROPS: "_crops"}, {t.name: t.name for t in attr_outputs}),
         ),
     )
     return {m.name: m for m in (preprocess, detector, postprocess, attributes, face_analysis)}
+
+
+def _settings_map(step: str) -> dict[str, str]:
+    """Ensemble input_map entries of a step's settings (same name on both sides)."""
+    return {s.name: s.name for s in DETECTION_SETTINGS if s.step == step}
 
 
 MODELS: dict[str, ModelSpec] = build_models()

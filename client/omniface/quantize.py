@@ -321,6 +321,7 @@ def quantize_graph(
     del model.metadata_props[:]
     props = {p.key: p.value for p in original.metadata_props}
     props.update({
+        contract.CONTRACT_VERSION_PARAMETER: contract.CONTRACT_VERSION,  # check_io verifies this contract's interface
         "omniface_precision": f"int8-qdq-{flavor}",
         "omniface_calibration": f"{method}, {len(images)} images: {source}" if source else f"{method}, {len(images)} images",
     })

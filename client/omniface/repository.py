@@ -184,8 +184,10 @@ def rendered_files(
     target: Target = "cpu",
     instance_counts: Mapping[str, int] | None = None,
 ) -> list[RenderedFile]:
-    """Every generated file of a repository, as relative paths and texts."""
+    """Every generated file of a repository, as relative paths and texts; refuses
+    (``ValueError``) a repository whose settings could not serve (``check_settings``)."""
     models = contract.MODELS if models is None else models
+    check_settings(models)
     files: list[RenderedFile] = []
     for name, spec in models.items():
         files.append(RenderedFile(Path(name) / "config.pbtxt", render_config(spec, target, instance_counts)))
@@ -199,6 +201,50 @@ def rendered_files(
     return files
 
 
+def step_parameters(models: Mapping[str, ModelSpec], step: str) -> dict[str, str] | None:
+    """A step's own parameters, whether it is a model of the repository or fused into one
+    (``<step>.<key>`` parameters of the fused model); None when the repository has no such step."""
+    if step in models:
+        return dict(models[step].parameters)
+    prefix = f"{step}."
+    for spec in models.values():
+        if contract.FUSED_STEPS_PARAMETER in spec.parameters and any(k.startswith(prefix) for k in spec.parameters):
+            return {k[len(prefix):]: v for k, v in spec.parameters.items() if k.startswith(prefix)}
+    return None
+
+
+def check_settings(models: Mapping[str, ModelSpec]) -> None:
+    """Raise ``ValueError`` for a repository that would load and then fail requests: a
+    configured detection setting out of its range (``contract.DETECTION_SETTINGS``), or a
+    face cap (configured, or the largest a request may ask for) above the attributes
+    model's ``max_batch_size``, which Triton enforces on the crops of every frame
+    ("inference request batch-size must be <= 128 for 'attributes'")."""
+    from omniface.processing.image import parse_det_size
+
+    attributes = models.get(contract.ATTRIBUTES)
+    for setting in contract.DETECTION_SETTINGS:
+        parameters = step_parameters(models, setting.step)
+        if parameters is None or setting.name not in parameters:
+            continue
+        raw = parameters[setting.name]
+        try:
+            value = parse_det_size(raw) if setting.name == contract.DET_SIZE else float(raw)
+        except (ValueError, TypeError) as exc:  # InvalidInput is a ValueError
+            raise ValueError(f"{setting.step} parameter {setting.name}={raw!r}: {exc}") from None
+        problem = setting.problem(value)
+        if setting.name == contract.MAX_FACES and attributes is not None and value > attributes.max_batch_size:
+            problem = (f"max_faces={value:g} exceeds the attributes model's max_batch_size "
+                       f"{attributes.max_batch_size}: every frame with more faces would fail in the ensemble")
+        if problem:
+            raise ValueError(f"cannot render this repository: {setting.step} parameter {problem}; "
+                             "lower it (render_variant(postprocess=...)) or raise the limit in the contract")
+    limit = contract.SETTINGS_BY_NAME[contract.MAX_FACES].maximum
+    if attributes is not None and limit is not None and limit > attributes.max_batch_size:
+        raise ValueError(f"cannot render this repository: requests may ask for up to {limit:g} faces "
+                         f"(contract.DETECTION_SETTINGS), more than the attributes model's max_batch_size "
+                         f"{attributes.max_batch_size}")
+
+
 def render_repository(
     out_dir: Path,
     models: Mapping[str, ModelSpec] | None = None,
@@ -209,9 +255,10 @@ def render_repository(
     every model gets its version folder ``1/`` so Triton finds a version."""
     written: list[Path] = []
     models = contract.MODELS if models is None else models
+    files = rendered_files(models, target, instance_counts)  # refuses bad settings before writing anything
     for name in models:
         (out_dir / name / "1").mkdir(parents=True, exist_ok=True)
-    for rendered in rendered_files(models, target, instance_counts):
+    for rendered in files:
         path = out_dir / rendered.path
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists() or path.read_text() != rendered.text:
@@ -275,11 +322,14 @@ def variant_models(
             raise ValueError(f"intra-op threads of {name!r} must be >= 1, got {threads}")
         replace(name, parameters={**out[name].parameters, "intra_op_threads": str(int(threads))})
     if required_input is not None:
+        # Only that input: the other frame input and the optional per-request settings go
+        # (the steps then use their configured values), since shared memory takes no optional one.
         ensemble = out[contract.FACE_ANALYSIS]
         spec = ensemble.input(required_input)  # KeyError for an unknown name
-        first, *rest = ensemble.steps
-        step = dataclasses.replace(first, input_map={k: v for k, v in first.input_map.items() if v == required_input})
-        replace(contract.FACE_ANALYSIS, inputs=(dataclasses.replace(spec, optional=False),), steps=(step, *rest))
+        dropped = {t.name for t in ensemble.inputs} - {required_input}
+        steps = tuple(dataclasses.replace(s, input_map={k: v for k, v in s.input_map.items() if v not in dropped})
+                      for s in ensemble.steps)
+        replace(contract.FACE_ANALYSIS, inputs=(dataclasses.replace(spec, optional=False),), steps=steps)
     if fuse:
         out = fuse_steps(out, tuple(fuse))
     return out

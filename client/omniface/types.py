@@ -205,11 +205,23 @@ class Face(FaceAttributes):
 
 @dataclass(frozen=True, slots=True)
 class FrameResult:
-    """Everything found in one frame. ``width``/``height`` are the frame's own size."""
+    """Everything found in one frame.
+
+    ``width`` x ``height`` is the frame the coordinates refer to: the caller's array, or
+    for an encoded image the upright picture a viewer shows, i.e. after its EXIF
+    ``orientation`` (1-8, 1 = stored upright) was applied; a phone portrait stored
+    sideways with orientation 6 or 8 is reported portrait, boxes and landmarks in it.
+    ``detection_size`` is the ``(width, height)`` canvas the detector ran on (the frame
+    resized to ``det_size`` and padded to multiples of 32). Both are None from a server of
+    contract 1.0, which does not report them."""
 
     width: int
     height: int
     faces: tuple[Face, ...] = ()
+    orientation: int | None = None
+    detection_size: tuple[int, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"width": self.width, "height": self.height, "faces": [f.to_dict() for f in self.faces]}
+        return {"width": self.width, "height": self.height, "orientation": self.orientation,
+                "detection_size": None if self.detection_size is None else list(self.detection_size),
+                "faces": [f.to_dict() for f in self.faces]}

@@ -188,7 +188,7 @@ def test_raw_model_throughput_ort_cuda(ort_cuda, fp16_graphs, results) -> None:
 @pytest.fixture(scope="module")
 def gpu_server(serving_runtime, device, tmp_path_factory, request):
     pytest.importorskip("pytriton", reason="the embedded server needs nvidia-pytriton (build/pack_gpu_check.py packs it)")
-    from omniface.cli import missing_shared_libraries
+    from omniface.binaries import missing_shared_libraries
     from omniface.server import EmbeddedServer, find_triton, free_port
 
     install = find_triton()

@@ -26,7 +26,7 @@ def perf():
     from omniface.bench.perf import find_perf_analyzer
 
     try:
-        from omniface.cli import perf_analyzer_path
+        from omniface.binaries import perf_analyzer_path
     except ImportError:  # pragma: no cover
         pytest.skip("omniface.cli is not importable")
     if perf_analyzer_path() is None:

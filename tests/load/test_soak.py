@@ -21,7 +21,7 @@ catches any leak of more than ~20 KiB per request, a fraction of one frame (768 
 
 
 def test_bounded_soak(triton_server, tmp_path: Path) -> None:
-    from omniface.cli import perf_analyzer_path
+    from omniface.binaries import perf_analyzer_path
 
     if perf_analyzer_path() is None:
         pytest.skip("perf_analyzer is not installed (the 'bench' extra)")

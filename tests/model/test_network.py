@@ -42,9 +42,14 @@ def test_default_size_matches_contract(net):
     with torch.no_grad():
         out = net.detect(torch.randn(1, 3, contract.DETECTOR_INPUT_HEIGHT, contract.DETECTOR_INPUT_WIDTH))
     spec = contract.MODELS[contract.DETECTOR]
-    assert tuple(out["score_logits"].shape[1:]) == spec.output(contract.DETECTOR_SCORES).dims
-    assert tuple(out["boxes"].shape[1:]) == spec.output(contract.DETECTOR_BOXES).dims
-    assert tuple(out["landmarks"].shape[1:]) == spec.output(contract.DETECTOR_LANDMARKS).dims
+    locations = contract.detector_locations()  # the contract's -1: the count follows the input size
+
+    def dims(name: str) -> tuple[int, ...]:
+        return tuple(locations if d == -1 else d for d in spec.output(name).dims)
+
+    assert tuple(out["score_logits"].shape[1:]) == dims(contract.DETECTOR_SCORES)
+    assert tuple(out["boxes"].shape[1:]) == dims(contract.DETECTOR_BOXES)
+    assert tuple(out["landmarks"].shape[1:]) == dims(contract.DETECTOR_LANDMARKS)
 
 
 def test_location_layout_is_stride_major_then_row_major(net):

@@ -43,3 +43,21 @@ def test_inputs_writes_both_kinds(tmp_path: Path) -> None:
     raw = json.loads((tmp_path / "raw.json").read_text())
     assert raw["data"][0]["IMAGE_RAW"]["shape"] == [512, 512, 3]
     assert "IMAGE_BYTES" in json.loads((tmp_path / "encoded.json").read_text())["data"][0]
+
+
+def test_detection_size_measures_the_graph_at_each_size(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    frame = tmp_path / "frame.png"
+    Image.new("RGB", (320, 200), (90, 90, 90)).save(frame)
+    out = tmp_path / "out"
+    assert cli.main(["bench", "detection-size", "--image", str(frame), "--det-size", "160", "native", "--runs", "1",
+                     "--out", str(out), "--no-progress"]) == 0
+    results = json.loads((out / "results.json").read_text())["detection_size"]
+    assert [(r["det_size"], r["canvas"], r["locations"]) for r in results] == [
+        ("160", [160, 128], 420), ("native", [320, 224], 1470)]  # 200 px padded up to 224
+    assert all(r["detector_ms"] > 0 and r["detector_fps"] > 0 for r in results)
+    assert (out / "detection-size.png").stat().st_size > 1000 and "native" in capsys.readouterr().out
+    assert cli.main(["bench", "detection-size", "--det-size", "huge", "--out", str(out)]) == 2

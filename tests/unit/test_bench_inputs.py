@@ -84,3 +84,18 @@ def test_sample_images_are_real_frames() -> None:
     assert astronaut.shape == (512, 512, 3) and crowd.shape[2] == 3
     with pytest.raises(KeyError):
         inputs.sample_images(["nobody"])
+
+
+def test_settings_travel_as_their_contract_tensors(image: inputs.BenchImage) -> None:
+    entry = inputs.tensor_entry(image, "raw", settings={contract.DET_SIZE: 960, contract.SCORE_THRESHOLD: 0.25})
+    assert list(entry) == [contract.IMAGE_RAW, contract.DET_SIZE, contract.SCORE_THRESHOLD]
+    det = entry[contract.DET_SIZE]
+    assert det["shape"] == [1] and np.frombuffer(base64.b64decode(det["b64"]), np.int32).tolist() == [960]
+    threshold = np.frombuffer(base64.b64decode(entry[contract.SCORE_THRESHOLD]["b64"]), np.float32)
+    assert threshold.tolist() == [0.25]
+    local = inputs.pipeline_inputs(image, "raw", {contract.DET_SIZE: 960})
+    assert local[contract.DET_SIZE].dtype == np.int32 and local[contract.DET_SIZE].tolist() == [960]
+    with pytest.raises(ValueError, match="det_size"):
+        inputs.tensor_entry(image, "raw", settings={contract.DET_SIZE: 5000})
+    with pytest.raises(KeyError):
+        inputs.tensor_entry(image, "raw", settings={"no_such_setting": 1})

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from omniface import cli, contract
+from omniface import binaries, cli, contract
 from omniface.types import Box, Face, FrameResult, HeadPose, Point, ScoreMap
 
 
@@ -43,9 +43,9 @@ def test_doctor_reports_every_item(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_doctor_names_the_fix_for_missing_items(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    real = cli._find_spec
-    monkeypatch.setattr(cli, "_find_spec", lambda m: None if m in ("pytriton", "onnxruntime", "torch") else real(m))
-    monkeypatch.setattr(cli, "perf_analyzer_path", lambda: None)
+    real = binaries.find_spec
+    monkeypatch.setattr(binaries, "find_spec", lambda m: None if m in ("pytriton", "onnxruntime", "torch") else real(m))
+    monkeypatch.setattr(binaries, "perf_analyzer_path", lambda: None)
     assert cli.main(["doctor"]) == 0  # optional parts missing: still exit 0
     out = capsys.readouterr().out
     assert "MISSING" in out and "pip install 'omniface[serve]'" in out and "onnxruntime>=1.17" in out
@@ -53,8 +53,8 @@ def test_doctor_names_the_fix_for_missing_items(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_doctor_fails_without_the_sdk_requirements(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    real = cli._find_spec
-    monkeypatch.setattr(cli, "_find_spec", lambda m: None if m == "tritonclient" else real(m))
+    real = binaries.find_spec
+    monkeypatch.setattr(binaries, "find_spec", lambda m: None if m == "tritonclient" else real(m))
     assert cli.main(["doctor"]) == 1
     assert "pip install 'tritonclient[grpc]==2.51.0'" in capsys.readouterr().out
 
@@ -97,9 +97,27 @@ def test_serve_calls_the_server_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(omniface.server, "run_serve_command", fake_run)
     assert cli.main(["serve", "--model-repository", "/models", "--grpc-port", "9001", "--http-port", "9000",
                      "--metrics-port", "9002"]) == 0
-    assert seen == {"repo": "/models", "ports": (9001, 9000, 9002)}
-    assert cli.main(["serve"]) == 0 and seen == {"repo": None, "ports": (8001, 8000, 8002)}
+    assert seen == {"repo": "/models", "ports": (9001, 9000, 9002)}  # not the contract's layout: as it is
+    assert cli.main(["serve", "--four-step"]) == 0 and seen == {"repo": None, "ports": (8001, 8000, 8002)}
+    # By default the contract's CPU repository is served fused, from a rendered copy.
+    assert cli.main(["serve"]) == 0 and seen["repo"].endswith("model_repository") and seen["repo"] != "/models"
     assert cli.main(["serve", "--grpc-port", "0"]) == 2
+    assert cli.main(["serve", "--four-step", "--fuse"]) == 2  # one layout or the other
+
+
+def test_serve_layout_says_what_it_serves_and_why(tmp_path: Path) -> None:
+    from omniface import repository
+
+    fuse, why = cli.serve_layout(None, four_step=False, fuse=False)
+    assert fuse and "fused" in why and "--four-step" in why
+    assert cli.serve_layout(None, four_step=True, fuse=False) == (False, "serving the four-step ensemble (--four-step)")
+    assert cli.serve_layout("s3://bucket/models", four_step=False, fuse=False)[0] is False
+    with pytest.raises(ValueError, match="remote"):
+        cli.serve_layout("s3://bucket/models", four_step=False, fuse=True)
+    variant = repository.render_variant(tmp_path / "variant", postprocess={"max_faces": 8})
+    fuse, why = cli.serve_layout(str(variant), four_step=False, fuse=False)
+    assert not fuse and "postprocess/config.pbtxt" in why  # its own settings: served as it is
+    assert cli.serve_layout(str(variant), four_step=False, fuse=True)[0] is True
 
 
 def test_console_script_runs_without_traceback(tmp_path: Path) -> None:
@@ -143,6 +161,7 @@ def test_json_and_annotation_with_a_fake_client(monkeypatch: pytest.MonkeyPatch,
     from PIL import Image
 
     result = sample_result()
+    seen_settings: list[dict] = []
 
     class FakeClient:
         def __init__(self, url, **kwargs):
@@ -154,9 +173,10 @@ def test_json_and_annotation_with_a_fake_client(monkeypatch: pytest.MonkeyPatch,
         def __exit__(self, *exc):
             pass
 
-        def analyze(self, data):
+        def analyze(self, data, **settings):
             from omniface.errors import InvalidInput
 
+            seen_settings.append(settings)
             if data == b"garbage":
                 raise InvalidInput("the server refused the input: cannot decode")
             return FrameResult(width=32, height=24, faces=result.faces)
@@ -180,6 +200,17 @@ def test_json_and_annotation_with_a_fake_client(monkeypatch: pytest.MonkeyPatch,
     assert "bad.jpg" in captured.err and "cannot decode" in captured.err
     assert "4 faces in 2 images" in captured.out
     assert sorted(p.name for p in out_dir.iterdir()) == ["frame-2.png", "frame.png"]
+    assert seen_settings[0] == {"score_threshold": None, "max_faces": None, "min_face_size": None, "det_size": None}
+
+    seen_settings.clear()
+    assert cli.main(["analyze", str(png), "--score-threshold", "0.7", "--max-faces", "5", "--min-face-size", "24",
+                     "--det-size", "native"]) == 0
+    assert seen_settings == [{"score_threshold": 0.7, "max_faces": 5, "min_face_size": 24.0, "det_size": "native"}]
+    capsys.readouterr()
+    for bad in (["--max-faces", "0"], ["--score-threshold", "2"], ["--det-size", "huge"], ["--min-face-size", "-3"]):
+        seen_settings.clear()
+        assert cli.main(["analyze", str(png), *bad]) == 2, bad  # refused before any request
+        assert seen_settings == [] and "omniface: error:" in capsys.readouterr().err
 
 
 def test_annotate_draws_inside_the_frame() -> None:

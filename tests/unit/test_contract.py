@@ -93,7 +93,12 @@ def test_attribute_outputs_follow_tasks() -> None:
 
 def test_detector_locations_match_strides() -> None:
     assert contract.detector_locations() == 80 * 60 + 40 * 30 + 20 * 15
-    assert contract.MODELS[contract.DETECTOR].output(contract.DETECTOR_SCORES).dims == (contract.detector_locations(),)
+    assert contract.detector_locations(32, 32) == 16 + 4 + 1
+    # The detector takes any size: its location axis follows the input.
+    assert contract.MODELS[contract.DETECTOR].input(contract.DETECTOR_IMAGE).dims == (-1, -1, 3)
+    assert contract.MODELS[contract.DETECTOR].output(contract.DETECTOR_SCORES).dims == (-1,)
+    assert contract.DETECTOR_MIN_SIDE % contract.DETECTOR_SIZE_MULTIPLE == 0
+    assert contract.DETECTOR_MAX_SIDE % contract.DETECTOR_SIZE_MULTIPLE == 0
 
 
 def test_generated_adapters_are_thin_and_identical_in_logic() -> None:
@@ -105,3 +110,67 @@ def test_generated_adapters_are_thin_and_identical_in_logic() -> None:
             assert len(text.splitlines()) < 25
         else:
             assert not adapter.exists()
+
+
+def test_every_setting_is_an_optional_ensemble_input_wired_to_its_step() -> None:
+    """The per-request settings are declared once (DETECTION_SETTINGS); the ensemble's
+    inputs, the step that takes each one, its config default and the SDK derive from it."""
+    models = contract.MODELS
+    ensemble = models[contract.FACE_ANALYSIS]
+    frame_inputs = {contract.IMAGE_BYTES, contract.IMAGE_RAW}
+    assert [t.name for t in ensemble.inputs if t.name not in frame_inputs] == [s.name for s in contract.DETECTION_SETTINGS]
+    for setting in contract.DETECTION_SETTINGS:
+        assert ensemble.input(setting.name) == setting.tensor
+        assert setting.tensor.optional and setting.tensor.dims == (1,)
+        (step,) = [s for s in ensemble.steps if setting.name in s.input_map.values()]
+        assert step.model_name == setting.step and step.input_map[setting.name] == setting.name
+        owner = models[setting.step]
+        assert owner.input(setting.name) == setting.tensor
+        default = owner.parameters[setting.name]  # the server's default is the step's config value
+        value = contract.DET_SIZE_NATIVE if default == contract.DET_SIZE_NATIVE_NAME else float(default)
+        assert setting.problem(value) is None, (setting.name, default)
+    # ... and what is rendered carries them: the committed configs match this rendering.
+    config = (REPO_DIR / contract.FACE_ANALYSIS / "config.pbtxt").read_text()
+    for setting in contract.DETECTION_SETTINGS:
+        assert f'name: "{setting.name}"' in config
+
+
+def test_a_drifted_setting_is_caught(tmp_path: Path) -> None:
+    repository.render_repository(tmp_path)
+    config = tmp_path / contract.FACE_ANALYSIS / "config.pbtxt"
+    config.write_text(config.read_text().replace('name: "max_faces"', 'name: "max_face"'))
+    assert repository.check_repository(tmp_path) == [
+        f"{contract.FACE_ANALYSIS}/config.pbtxt: differs from the contract's rendering"]
+
+
+def test_setting_ranges() -> None:
+    by_name = contract.SETTINGS_BY_NAME
+    assert by_name[contract.MAX_FACES].maximum == contract.ATTRIBUTES_MAX_BATCH
+    assert by_name[contract.SCORE_THRESHOLD].problem(0.0) is None and by_name[contract.SCORE_THRESHOLD].problem(1.0) is None
+    assert "between 0 and 1" in by_name[contract.SCORE_THRESHOLD].problem(1.5)
+    assert by_name[contract.DET_SIZE].problem(contract.DET_SIZE_NATIVE) is None
+    assert by_name[contract.DET_SIZE].problem(contract.DETECTOR_MAX_SIDE + 1)
+    assert "integer" in by_name[contract.MAX_FACES].problem(2.5)
+    assert by_name[contract.MIN_FACE_SIZE].problem(1e6) is None and "finite" in by_name[contract.MIN_FACE_SIZE].problem(float("nan"))
+
+
+def test_rendering_refuses_a_face_cap_the_attributes_model_cannot_take(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="max_faces=256 exceeds the attributes model's max_batch_size 128"):
+        repository.render_variant(tmp_path / "a", postprocess={"max_faces": 256})
+    with pytest.raises(ValueError, match="max_batch_size"):  # fused, the same check
+        repository.render_variant(tmp_path / "b", postprocess={"max_faces": 129}, fuse=repository.CPU_FUSED_CHAIN)
+    with pytest.raises(ValueError, match="score_threshold"):
+        repository.render_variant(tmp_path / "c", postprocess={"score_threshold": 1.5})
+    with pytest.raises(ValueError, match="det_size"):
+        repository.render_repository(tmp_path / "d", models=_with_preprocess(det_size="tiny"))
+    assert not (tmp_path / "a").exists()  # refused before anything is written
+    repository.render_variant(tmp_path / "ok", postprocess={"max_faces": 128})  # the limit itself is fine
+
+
+def _with_preprocess(**parameters: str) -> dict[str, contract.ModelSpec]:
+    import dataclasses
+
+    models = dict(contract.MODELS)
+    pre = models[contract.PREPROCESS]
+    models[contract.PREPROCESS] = dataclasses.replace(pre, parameters={**pre.parameters, **parameters})
+    return models

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from omniface import contract
+from omniface.errors import InvalidInput
 from omniface.processing import detection
 from omniface.processing.image import Letterbox
 
@@ -156,3 +157,34 @@ def test_detect_faces_clips_and_empty() -> None:
     assert faces.boxes.tolist() == [[0, 0, 44, 44]]
     none = detection.detect_faces(*_empty_outputs(), box, 480, 640, 0.5, 0.4, 64)
     assert none.boxes.shape == (0, 4) and none.scores.shape == (0,) and none.landmarks.shape == (0, 5, 2)
+
+
+def test_detect_faces_min_face_size_drops_small_boxes_before_the_cap() -> None:
+    scores, boxes, landmarks = _empty_outputs()
+    box = Letterbox(scale=0.5, pad_x=0.0, pad_y=0.0)  # a 1280x960 frame: original px = 2 x detector px
+    big = _level_offset(32) + 5 * (W // 32) + 5  # 2 strides each side: 128 detector px, 256 original px
+    small = _level_offset(8) + 5 * (W // 8) + 5  # 1 stride each side: 16 detector px, 32 original px
+    scores[[big, small]] = [0.6, 0.9]
+    boxes[big] = 2.0
+    boxes[small] = 1.0
+    args = (scores, boxes, landmarks, box, 960, 1280, 0.5, 0.4)
+    assert detection.detect_faces(*args, 10).scores.tolist() == pytest.approx([0.9, 0.6])
+    kept = detection.detect_faces(*args, 1, min_face_size=33)  # the small one goes first, then the cap
+    assert kept.scores.tolist() == pytest.approx([0.6])
+    assert len(detection.detect_faces(*args, 10, min_face_size=32)) == 2  # "shorter than" drops, equal keeps
+    assert len(detection.detect_faces(*args, 10, min_face_size=257)) == 0
+
+
+@pytest.mark.parametrize(("height", "width"), [(32, 32), (640, 480), (704, 1024)])
+def test_detect_faces_follows_the_detector_size(height: int, width: int) -> None:
+    count = contract.detector_locations(height, width)
+    scores = np.zeros(count, np.float32)
+    scores[-1] = 0.9  # the last stride-32 cell: bottom-right of the canvas
+    boxes = np.ones((count, 4), np.float32)
+    landmarks = np.zeros((count, 10), np.float32)
+    faces = detection.detect_faces(scores, boxes, landmarks, Letterbox(1.0, 0.0, 0.0), height, width, 0.5, 0.4, 5,
+                                   height, width)
+    np.testing.assert_allclose(faces.boxes[0], [max(0, width - 48), max(0, height - 48), width, height])
+    with pytest.raises(InvalidInput, match="expected"):  # outputs of another size are refused, not misread
+        detection.detect_faces(scores, boxes, landmarks, Letterbox(1.0, 0.0, 0.0), height, width, 0.5, 0.4, 5,
+                               height + 32, width)

@@ -236,11 +236,12 @@ def test_tls_files_are_checked(tmp_path: Path) -> None:
 
 
 def outputs(width: int) -> dict[str, np.ndarray]:
-    """A no-face ``face_analysis`` response whose frame width names the replica."""
+    """A no-face ``face_analysis`` response whose frame width names the replica (a
+    contract 1.0 ``frame_info``: the SDK reads those too)."""
     info = {"height": 10, "width": width, "scale": 1.0, "pad_x": 0.0, "pad_y": 0.0, "source_scale": 1.0}
     arrays = {
         contract.FACE_COUNT: np.array([0], np.int32),
-        contract.FRAME_INFO: np.array([info[f] for f in contract.FRAME_INFO_FIELDS], np.float32),
+        contract.FRAME_INFO: np.array([info[f] for f in contract.FRAME_INFO_FIELDS if f in info], np.float32),
         contract.FACE_BOXES: np.zeros((1, 4), np.float32),
         contract.FACE_SCORES: np.zeros((1,), np.float32),
         contract.FACE_LANDMARKS: np.zeros((1, contract.NUM_LANDMARKS, 2), np.float32),

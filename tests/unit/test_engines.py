@@ -58,7 +58,7 @@ def test_metadata_file_round_trips_and_says_what_built_the_engine(tmp_path: Path
     assert data["onnx"] == {"file": "model.onnx", "sha256": "ab" * 32}
     (shape,) = data["profile"]["inputs"]
     assert shape["name"] == contract.DETECTOR_IMAGE and shape["min"][0] == 1
-    assert shape["max"] == [contract.DETECTOR_MAX_BATCH, contract.DETECTOR_INPUT_HEIGHT, contract.DETECTOR_INPUT_WIDTH, 3]
+    assert shape["max"] == [contract.DETECTOR_MAX_BATCH, contract.DETECTOR_MAX_SIDE, contract.DETECTOR_MAX_SIDE, 3]
     assert meta.read_metadata(plan) == _metadata(plan)
 
 
@@ -119,7 +119,7 @@ def test_without_tensorrt_the_engine_step_says_where_to_run(no_tensorrt: None, c
 def test_dry_run_prints_profiles_without_tensorrt(no_tensorrt: None, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert build_engines_main(["--dry-run", "--out-dir", str(tmp_path / "gpu")]) == 0
     out = capsys.readouterr().out
-    assert "detector:" in out and "min [1, 480, 640, 3] opt [8, 480, 640, 3] max [8, 480, 640, 3]" in out
+    assert "detector:" in out and "min [1, 32, 32, 3] opt [8, 480, 640, 3] max [8, 1920, 1920, 3]" in out
     assert "crops min [1, 112, 112, 3] opt [64, 112, 112, 3] max [128, 112, 112, 3]" in out
     assert "can build here: no:" in out
 

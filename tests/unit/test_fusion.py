@@ -33,8 +33,9 @@ def test_fused_model_takes_and_gives_what_the_chain_does(chain) -> None:
         assert [(t.name, t.dims) for t in head] == [(t.name, (-1, *t.dims)) for t in first_spec.inputs]
     else:
         assert head == first_spec.inputs
-    if chain[0] == DET:  # postprocess also takes the source frame and its mapping from preprocess
-        assert [t.name for t in fused.inputs[1:]] == [contract.SOURCE_IMAGE, contract.FRAME_INFO]
+    if chain[0] == DET:  # postprocess also takes the source frame and its mapping from preprocess, and its settings
+        assert [t.name for t in fused.inputs[1:]] == [contract.SOURCE_IMAGE, contract.FRAME_INFO,
+                                                      *(t.name for t in contract.setting_inputs(contract.POSTPROCESS))]
     # Outputs: only what later steps or the ensemble's outputs need, never the frames in between.
     names = {t.name for t in fused.outputs}
     assert contract.DETECTOR_IMAGE not in names and contract.SOURCE_IMAGE not in names

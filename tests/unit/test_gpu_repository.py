@@ -29,10 +29,13 @@ def test_profiles_follow_the_contract() -> None:
     profiles = engine_profiles()
     assert set(profiles) == set(ENGINE_MODELS)
     (image,) = profiles[contract.DETECTOR].inputs
-    frame = (contract.DETECTOR_INPUT_HEIGHT, contract.DETECTOR_INPUT_WIDTH, 3)
     assert image.name == contract.DETECTOR_IMAGE
-    assert (image.min, image.opt, image.max) == ((1, *frame), (contract.DETECTOR_MAX_BATCH, *frame),
-                                                 (contract.DETECTOR_MAX_BATCH, *frame))
+    # Any frame from the smallest canvas to the cap, tuned for a 4:3 frame at the default det_size.
+    side = (contract.DETECTOR_MIN_SIDE, contract.DETECTOR_MAX_SIDE)
+    assert image.min == (1, side[0], side[0], 3) and image.max == (contract.DETECTOR_MAX_BATCH, side[1], side[1], 3)
+    assert image.opt == (contract.DETECTOR_MAX_BATCH, *contract.DETECTOR_OPT_SIZE, 3)
+    assert contract.DETECTOR_OPT_SIZE[1] == contract.DET_SIZE_DEFAULT
+    assert all(s % contract.DETECTOR_SIZE_MULTIPLE == 0 for s in (*side, *contract.DETECTOR_OPT_SIZE))
     (crops,) = profiles[contract.ATTRIBUTES].inputs
     crop = (contract.CROP_SIZE, contract.CROP_SIZE, 3)
     assert crops.name == contract.CROPS
@@ -58,7 +61,7 @@ def test_profile_rejects_variable_dims_and_bad_opt() -> None:
         engine_profile(contract.MODELS[contract.DETECTOR], opt_batch=contract.DETECTOR_MAX_BATCH + 1)
     spec = dataclasses.replace(contract.MODELS[contract.DETECTOR],
                                inputs=(contract.TensorSpec(contract.DETECTOR_IMAGE, "UINT8", (-1, -1, 3)),))
-    with pytest.raises(ValueError, match="variable dims"):
+    with pytest.raises(ValueError, match="variable dims"):  # no (min, opt, max) declared for them
         engine_profile(spec)
 
 

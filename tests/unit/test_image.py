@@ -88,6 +88,47 @@ def test_decode_applies_exif_orientation() -> None:
     assert out[0, -1].tolist() == [255, 255, 255]  # top-left moved to top-right
 
 
+# EXIF orientation -> how the stored pixels map to the upright frame (PIL transposes).
+ORIENTATIONS = {
+    1: [], 2: [Image.Transpose.FLIP_LEFT_RIGHT], 3: [Image.Transpose.ROTATE_180], 4: [Image.Transpose.FLIP_TOP_BOTTOM],
+    5: [Image.Transpose.TRANSPOSE], 6: [Image.Transpose.ROTATE_270], 7: [Image.Transpose.TRANSVERSE],
+    8: [Image.Transpose.ROTATE_90],
+}
+
+
+def stored_for(upright: Image.Image, orientation: int) -> Image.Image:
+    """The pixels a camera stores for ``upright`` under an EXIF orientation (the inverse
+    of what a viewer applies; orientations 5 and 7 are their own inverse, 6 and 8 swap)."""
+    inverse = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 8, 7: 7, 8: 6}[orientation]
+    out = upright
+    for op in ORIENTATIONS[inverse]:
+        out = out.transpose(op)
+    return out
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_decode_frame_applies_and_reports_every_orientation(orientation: int) -> None:
+    upright = np.zeros((10, 20, 3), np.uint8)
+    upright[0, 0] = (255, 0, 0)  # one marker per corner, each its own colour
+    upright[0, -1] = (0, 255, 0)
+    upright[-1, 0] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[image.EXIF_ORIENTATION_TAG] = orientation
+    stored = stored_for(Image.fromarray(upright), orientation)
+    decoded = image.decode_frame(_encode(stored, "PNG", exif=exif))
+    assert decoded.orientation == orientation
+    np.testing.assert_array_equal(decoded.pixels, upright)
+
+
+def test_decode_frame_without_a_tag_or_with_a_bad_one() -> None:
+    plain = _encode(Image.fromarray(_gradient()), "PNG")
+    assert image.decode_frame(plain).orientation == 1
+    exif = Image.Exif()
+    exif[image.EXIF_ORIENTATION_TAG] = 9  # not an orientation: ignored, as viewers do
+    odd = image.decode_frame(_encode(Image.fromarray(_gradient()), "PNG", exif=exif))
+    assert odd.orientation == 1 and odd.pixels.shape == (48, 64, 3)
+
+
 def test_decode_empty() -> None:
     with pytest.raises(InvalidInput, match="empty image buffer"):
         image.decode_image(b"")
@@ -236,6 +277,54 @@ def test_letterbox_content_position() -> None:
     centre = np.array([xs.mean() + 0.5, ys.mean() + 0.5])
     expected = np.array([125.0, 75.0]) * box.scale + [box.pad_x, box.pad_y]
     assert np.abs(centre - expected).max() < 0.5
+
+
+@pytest.mark.parametrize(("shape", "det_size", "canvas"), [
+    ((480, 640), 640, (480, 640)),     # 4:3 at 640: the training canvas exactly
+    ((768, 1024), 640, (480, 640)),
+    ((1024, 768), 640, (640, 480)),    # a portrait is as tall as a landscape is wide
+    ((512, 512), 640, (640, 640)),     # small frames are upscaled to det_size
+    ((683, 1024), 640, (448, 640)),    # 427 rows, padded up to a multiple of 32
+    ((683, 1024), 0, (704, 1024)),     # native: own size, padded
+    ((3000, 4000), 0, (1440, 1920)),   # native, capped at DETECTOR_MAX_SIDE
+    ((1, 1), 0, (32, 32)),             # at least one multiple of 32 per side
+    ((100, 5000), 640, (32, 640)),
+    ((683, 1024), 1000, (672, 1024)),  # any long side in range, not only multiples of 32
+])
+def test_fit_detector_canvas(shape: tuple[int, int], det_size: int, canvas: tuple[int, int]) -> None:
+    h, w = shape
+    out, box = image.fit_detector(np.full((h, w, 3), 200, np.uint8), det_size)
+    assert out.shape == (*canvas, 3)
+    assert out.shape[0] % contract.DETECTOR_SIZE_MULTIPLE == 0 and out.shape[1] % contract.DETECTOR_SIZE_MULTIPLE == 0
+    scale, new_h, new_w, _, _ = image.detector_canvas(h, w, det_size)
+    assert box.scale == scale and (out > 0).sum() == new_h * new_w * 3  # the frame, and padding only around it
+    px, py = int(box.pad_x), int(box.pad_y)
+    assert (out[py:py + new_h, px:px + new_w] == 200).all()
+    assert abs(2 * px + new_w - canvas[1]) <= 1 and abs(2 * py + new_h - canvas[0]) <= 1  # centred
+    if det_size:
+        assert max(new_h, new_w) == min(det_size, contract.DETECTOR_MAX_SIDE)
+
+
+def test_fit_detector_at_640_is_the_old_letterbox_for_4_3_frames() -> None:
+    frame = _gradient(768, 1024)
+    fitted, fitted_box = image.fit_detector(frame, 640)
+    boxed, letterbox = image.letterbox(frame, contract.DETECTOR_INPUT_HEIGHT, contract.DETECTOR_INPUT_WIDTH)
+    np.testing.assert_array_equal(fitted, boxed)
+    assert fitted_box == letterbox
+
+
+@pytest.mark.parametrize(("text", "value"), [("native", 0), ("NATIVE", 0), (" 640 ", 640), (960, 960), (0, 0)])
+def test_parse_det_size(text, value: int) -> None:
+    assert image.parse_det_size(text) == value
+
+
+@pytest.mark.parametrize("bad", ["huge", "", 31, 1921, -640, 640.0, True, None])
+def test_parse_det_size_refuses(bad) -> None:
+    with pytest.raises(InvalidInput, match="det_size"):
+        image.parse_det_size(bad)
+    if isinstance(bad, int) and not isinstance(bad, bool):
+        with pytest.raises(InvalidInput, match="det_size"):
+            image.fit_detector(np.zeros((8, 8, 3), np.uint8), bad)
 
 
 def test_unletterbox_boxes_and_clip() -> None:

@@ -180,7 +180,8 @@ def test_bgr_crops_and_bad_crops() -> None:
 
 
 def frame_info(height: int, width: int) -> np.ndarray:
-    values = {"height": height, "width": width, "scale": 1.0, "pad_x": 0.0, "pad_y": 0.0, "source_scale": 1.0}
+    values = {"height": height, "width": width, "scale": 1.0, "pad_x": 0.0, "pad_y": 0.0, "source_scale": 1.0,
+              "orientation": 1, "detector_height": 480, "detector_width": 640}
     return np.array([values[f] for f in contract.FRAME_INFO_FIELDS], dtype=np.float32)
 
 
@@ -202,7 +203,15 @@ def synthetic_outputs(count: int, rows: int, tasks=contract.DEFAULT_TASKS, heigh
 
 def test_parse_no_face_ignores_the_padded_row() -> None:
     result = protocol.parse_frame_result(synthetic_outputs(count=0, rows=1, height=300, width=400))
+    assert result == FrameResult(width=400, height=300, faces=(), orientation=1, detection_size=(640, 480))
+
+
+def test_parse_a_contract_1_0_frame_info() -> None:
+    outputs = synthetic_outputs(count=0, rows=1, height=300, width=400)
+    outputs[contract.FRAME_INFO] = outputs[contract.FRAME_INFO][: contract.FRAME_INFO_FIELDS_1_0]
+    result = protocol.parse_frame_result(outputs)
     assert result == FrameResult(width=400, height=300, faces=())
+    assert result.orientation is None and result.detection_size is None
 
 
 def test_parse_two_faces() -> None:
@@ -621,3 +630,99 @@ async def test_async_client_against_a_closed_port(frame: np.ndarray) -> None:
         assert await client.is_ready() is False
         with pytest.raises(ServerUnavailable):
             await client.analyze(frame)
+
+
+# ----------------------------------------------------------------------------------
+# Per-request detection settings
+# ----------------------------------------------------------------------------------
+
+
+def settings_sent(infer_inputs) -> dict[str, float]:
+    """``{name: value}`` of the setting tensors among a request's inputs."""
+    sent = {}
+    for infer_input in infer_inputs:
+        name, datatype, shape = tensor(infer_input)
+        if name in contract.SETTINGS_BY_NAME:
+            spec = contract.SETTINGS_BY_NAME[name]
+            assert (datatype, shape) == (spec.dtype, [1]), name
+            dtype = np.dtype(contract.NUMPY_DTYPES[datatype])
+            sent[name] = np.frombuffer(infer_input._get_content(), dtype=dtype)[0].item()
+    return sent
+
+
+def test_settings_become_one_optional_input_each() -> None:
+    settings = protocol.detection_settings(score_threshold=0.25, max_faces=5, min_face_size=24, det_size="native")
+    assert settings == {contract.SCORE_THRESHOLD: 0.25, contract.MAX_FACES: 5, contract.MIN_FACE_SIZE: 24.0,
+                        contract.DET_SIZE: contract.DET_SIZE_NATIVE}
+    inputs = protocol.build_settings_inputs(settings, grpcclient)
+    assert settings_sent(inputs) == settings
+    assert protocol.detection_settings() == {}  # nothing given: nothing sent, the server's values apply
+    assert protocol.detection_settings(det_size=960, score_threshold=1) == {contract.DET_SIZE: 960,
+                                                                             contract.SCORE_THRESHOLD: 1.0}
+
+
+@pytest.mark.parametrize(("settings", "match"), [
+    ({"score_threshold": 1.01}, "score_threshold must be between 0 and 1"),
+    ({"score_threshold": -0.1}, "score_threshold"),
+    ({"score_threshold": float("nan")}, "finite"),
+    ({"score_threshold": "0.5"}, "a number"),
+    ({"max_faces": 0}, "max_faces must be between 1 and 128"),
+    ({"max_faces": contract.ATTRIBUTES_MAX_BATCH + 1}, "max_faces"),
+    ({"max_faces": 2.5}, "an integer"),
+    ({"max_faces": True}, "an integer"),
+    ({"min_face_size": -1}, "min_face_size must be >= 0"),
+    ({"min_face_size": float("inf")}, "finite"),
+    ({"det_size": 16}, "det_size must be between 32 and 1920"),
+    ({"det_size": 4000}, "det_size"),
+    ({"det_size": "full"}, "det_size must be 'native' or a long side"),
+])
+def test_bad_settings_are_refused_before_sending(settings: dict, match: str) -> None:
+    with pytest.raises(InvalidInput, match=match):
+        protocol.detection_settings(**settings)
+
+
+def test_settings_against_a_contract_1_0_server_are_refused_clearly() -> None:
+    old = protocol.ModelInfo(contract.FACE_ANALYSIS, "1.0.0", contract.DEFAULT_TASKS)
+    protocol.check_settings_supported(old, {})  # without settings an old server is fine
+    with pytest.raises(ContractMismatch, match=r"contract 1\.0\.0.*max_faces.*re-render"):
+        protocol.check_settings_supported(old, {contract.MAX_FACES: 5})
+    protocol.check_settings_supported(protocol.ModelInfo(contract.FACE_ANALYSIS, "1.1.0", ()), {contract.MAX_FACES: 5})
+    protocol.check_settings_supported(protocol.ModelInfo(contract.FACE_ANALYSIS, None, ()), {contract.MAX_FACES: 5})
+
+
+def test_clients_send_the_settings_and_only_those(frame: np.ndarray) -> None:
+    fake = FakeTriton()
+    client = sync_client(fake)
+    client.analyze(frame, max_faces=3, det_size=960)
+    infer = [c for k, c in fake.calls if k == "infer"]
+    assert infer[-1]["inputs"] == [contract.IMAGE_RAW, contract.MAX_FACES, contract.DET_SIZE]
+    client.analyze(frame)
+    assert [c for k, c in fake.calls if k == "infer"][-1]["inputs"] == [contract.IMAGE_RAW]
+    client.analyze_batch([frame, frame], concurrency=2, score_threshold=0.9)
+    assert [c["inputs"] for k, c in fake.calls if k == "infer"][-2:] == [[contract.IMAGE_RAW, contract.SCORE_THRESHOLD]] * 2
+    calls = len(fake.calls)
+    with pytest.raises(InvalidInput, match="max_faces"):
+        client.analyze_batch([frame, "/no/such.png"], max_faces=0)
+    assert len(fake.calls) == calls  # refused before any frame is read or sent
+    with pytest.raises(ContractMismatch, match="1.0.0"):
+        sync_client(FakeTriton(version="1.0.0")).analyze(frame, min_face_size=10)
+    assert sync_client(FakeTriton(version="1.0.0")).analyze(frame).width == 640  # plain requests still work
+
+
+async def test_async_client_sends_the_same_settings(frame: np.ndarray) -> None:
+    from omniface.aio import AsyncClient
+
+    fake = AsyncFakeTriton()
+    async with AsyncClient("127.0.0.1:1", backoff=0.0) as client:
+        client._triton = fake
+        await client.analyze(frame, score_threshold=0.3, min_face_size=12)
+        await client.analyze_batch([frame], det_size="native")
+        with pytest.raises(InvalidInput, match="det_size"):
+            await client.analyze_batch([frame], det_size=7)
+        old = AsyncFakeTriton(version="1.0.0")
+        client._triton, client._models = old, {}
+        with pytest.raises(ContractMismatch):
+            await client.analyze(frame, max_faces=2)
+    inputs = [c["inputs"] for k, c in fake.calls if k == "infer"]
+    assert inputs == [[contract.IMAGE_RAW, contract.SCORE_THRESHOLD, contract.MIN_FACE_SIZE],
+                      [contract.IMAGE_RAW, contract.DET_SIZE]]

@@ -7,6 +7,7 @@
     omniface bench transport [--case faces1] [--concurrency 1 4 16]
     omniface bench soak      [--duration 600] [--concurrency 4] [--input-kind raw] [--faces N]
                              [--url HOST:PORT --metrics-url URL --server-pid PID]
+    omniface bench detection-size [--image PATH... | --sample NAME...] [--det-size 640 960 1280 native] [--served]
     omniface bench inputs    [--image PATH... | --sample NAME...] [--out DIR]   # input-data JSON only
     omniface bench paths     # shell exports for perf_analyzer / Model Analyzer by hand
 
@@ -117,6 +118,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     transport.add_argument("--concurrency", nargs="+", type=_positive_int, default=[1, 4, 16])
     common(transport)
     rounds(transport)
+
+    detsize = sub.add_parser("detection-size", help="detection cost against input size (ms/frame, frames/s, plot)",
+                             description="The detector graph on the canvas each det_size makes (one ONNX Runtime "
+                             "thread, batch 1, as served), and with --served the whole served pipeline with det_size "
+                             "sent per request (perf_analyzer).")
+    detsize.add_argument("--image", nargs="+", default=[], metavar="PATH", help="image files")
+    detsize.add_argument("--sample", nargs="+", default=None, metavar="NAME",
+                         help="sample frames (default: crowd_20 crowd_20_large)")
+    detsize.add_argument("--det-size", nargs="+", default=["640", "960", "1280", "native"], metavar="SIZE",
+                         help="long sides (32-1920) or native (default: 640 960 1280 native)")
+    detsize.add_argument("--runs", type=_positive_int, default=20, help="timed detector runs per point (default: 20)")
+    detsize.add_argument("--served", action="store_true", help="also measure the served pipeline per size")
+    detsize.add_argument("--concurrency", type=_positive_int, default=4, help="with --served (default: 4)")
+    detsize.add_argument("--preset", default="fused4-x2",
+                         help="with --served: the repository variant (default: fused4-x2, what omniface serve serves)")
+    detsize.add_argument("--model-repository", default=None, help="where the detector graph lies (default: the default one)")
+    common(detsize)
 
     inputs = sub.add_parser("inputs", help="write perf_analyzer input-data JSON (raw.json, encoded.json) from images",
                             description="For perf_analyzer or Model Analyzer by hand: --input-data DIR/raw.json")
@@ -361,6 +379,74 @@ def cmd_soak(args) -> int:
     return 0 if result.passed else 1
 
 
+def cmd_detection_size(args) -> int:
+    from omniface import repository
+    from omniface.bench import inputs as bench_inputs
+    from omniface.bench.detection_size import cost_table, graph_costs, plot_costs
+    from omniface.bench.report import write_report
+    from omniface.bench.system import paused
+    from omniface.errors import InvalidInput
+    from omniface.processing.image import parse_det_size
+
+    try:
+        sizes = [parse_det_size(s) for s in args.det_size]
+    except InvalidInput as exc:
+        _log(str(exc))
+        return 2
+    out = _out(args, "detection-size")
+    images = [bench_inputs.from_file(p) for p in args.image]
+    if args.sample or not images:
+        images += bench_inputs.sample_images(args.sample or ["crowd_20", "crowd_20_large"])
+    source = Path(args.model_repository) if args.model_repository else repository.default_repository_path()
+    graph = source / "detector" / "1" / "model.onnx"
+    with paused(args.pause_pid_file):
+        rows = graph_costs(graph, images, sizes, runs=args.runs)
+        sweeps = _served_costs(args, out, images, sizes, rows, source) if args.served else []
+    table = cost_table(rows)
+    plot = plot_costs(rows, out / "detection-size.png")
+    sections = [f"Command: {_command_line()}", "## Detection cost against input size", table, f"![cost]({plot.name})"]
+    if sweeps:
+        sections.insert(0, _environment_section(sweeps[0][1]))
+    report = write_report(out, "omniface detection size", [s for s, _ in sweeps], sections,
+                          {"detection_size": [r.to_dict() for r in rows]})
+    print(table)
+    _log(f"report: {report}")
+    return 0
+
+
+def _served_costs(args, out, images, sizes, rows, source) -> list:
+    """perf_analyzer per image and size against one embedded server (``--preset``), the
+    size sent as each request's det_size; fills ``served_fps`` / ``served_p50_ms`` of ``rows``."""
+    from omniface import contract
+    from omniface.bench import inputs as bench_inputs
+    from omniface.bench.detection_size import size_name
+    from omniface.bench.experiments import serve_variant
+    from omniface.bench.perf import LoadPoint, find_perf_analyzer
+    from omniface.bench.sweep import run_sweep
+
+    base = _preset(args.preset)
+    if base is None:
+        raise SystemExit(2)
+    perf = find_perf_analyzer()
+    sweeps = []
+    with serve_variant(base.with_(name=f"detsize-{base.name}"), out, source) as server:
+        for image in images:
+            for det_size in sizes:
+                name = f"{image.name}-{size_name(det_size)}"
+                data = bench_inputs.write_input_data(out / "inputs" / f"{name}.json", [image], "raw",
+                                                     settings={contract.DET_SIZE: det_size})
+                sweep = run_sweep(perf, server.grpc_url, data, [LoadPoint(concurrency=args.concurrency)], out / "perf",
+                                  name, input_kind="raw", images=[image.name], measurement=_measurement(args),
+                                  settings={"det_size": size_name(det_size), **base.to_dict()},
+                                  progress=not args.no_progress, server_pid=server.pid, metrics_url=server.metrics_url)
+                row = next(r for r in rows if r.image == image.name and r.det_size == size_name(det_size))
+                if sweep.best() is not None:
+                    best = sweep.best().row
+                    row.served_fps, row.served_p50_ms = best.throughput, (best.p50_us or 0) / 1000
+                sweeps.append((sweep, perf))
+    return sweeps
+
+
 def cmd_inputs(args) -> int:
     from omniface import repository
     from omniface.bench import inputs as bench_inputs
@@ -388,7 +474,7 @@ def cmd_paths(args) -> int:
 
 
 HANDLERS = {"sweep": cmd_sweep, "compare": cmd_compare, "tune": cmd_tune, "transport": cmd_transport,
-            "soak": cmd_soak, "inputs": cmd_inputs, "paths": cmd_paths}
+            "soak": cmd_soak, "detection-size": cmd_detection_size, "inputs": cmd_inputs, "paths": cmd_paths}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -203,8 +203,9 @@ def overhead_budget(
             if case.faces is not None and faces != case.faces:
                 raise RuntimeError(f"case {case_name}: expected {case.faces} forced faces, the server found {faces}")
             log(f"{case_name}: {image.name} {image.shape[1]}x{image.shape[0]}, {faces} faces; {variant.describe()}")
-            # The baseline is the unfused pipeline: the same steps, one process.
-            pipeline = LocalPipeline(repo_dir=server.repository_dir, models=variant.with_(fuse=()).models())
+            # The baseline is the unfused pipeline: the same steps, one process, on the graphs
+            # the variant copied (a fused variant keeps them inside its fused model's folder).
+            pipeline = LocalPipeline(repo_dir=repository.default_repository_path(), models=variant.with_(fuse=()).models())
             setups.append((case_name, variant, image, server, pipeline))
         for round_index in range(rounds):
             for case_name, variant, image, server, pipeline in setups:

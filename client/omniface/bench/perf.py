@@ -64,7 +64,7 @@ def find_perf_analyzer(check_libraries: bool = True) -> PerfAnalyzer:
     """The perf_analyzer of this environment (or ``$OMNIFACE_PERF_ANALYZER``), with the
     folder of libcudart.so.12 from the nvidia-cuda-runtime-cu12 wheel. Raises
     ``MissingDependency`` naming the fix when the binary or a library is missing."""
-    from omniface.cli import cuda_runtime_lib_dir, missing_shared_libraries, perf_analyzer_path
+    from omniface.binaries import cuda_runtime_lib_dir, missing_shared_libraries, perf_analyzer_path
 
     override = os.environ.get(PERF_ANALYZER_ENV)
     binary = Path(override) if override else perf_analyzer_path()

@@ -6,9 +6,10 @@ reach the config's ``max_batch_size``. So both are computed here from the same
 ``ModelSpec``: the GPU repository's configs (``omniface.repository``) and the engines
 (``omniface.engines.build``) cannot disagree.
 
-* ``detector``: 1..``DETECTOR_MAX_BATCH`` letterboxed frames at the contract's input
-  size, tuned (``opt``) for a full batch, which is what the dynamic batcher forms under
-  load;
+* ``detector``: 1..``DETECTOR_MAX_BATCH`` frames of any height and width from
+  ``DETECTOR_MIN_SIDE`` to ``DETECTOR_MAX_SIDE`` (the image tensor's ``sizes`` in the
+  contract), tuned (``opt``) for a full batch of 4:3 frames at the default ``det_size``
+  (``DETECTOR_OPT_SIZE``), which is what the dynamic batcher forms under load;
 * ``attributes``: 1..``ATTRIBUTES_MAX_BATCH`` aligned crops, tuned for the face cap
   (``max_faces`` of postprocess: the largest batch one frame sends). The cap must fit
   in the profile, or a crowded frame would be refused.
@@ -75,8 +76,9 @@ def face_cap(models: Mapping[str, ModelSpec]) -> int:
 
 
 def engine_profile(spec: ModelSpec, opt_batch: int | None = None) -> EngineProfile:
-    """The profile of one batching model: batch 1..``max_batch_size`` at the contract's
-    (static) per-item dims, tuned for ``opt_batch`` (default: ``max_batch_size``)."""
+    """The profile of one batching model: batch 1..``max_batch_size``, each variable dim
+    over the (min, opt, max) the contract declares for it (``TensorSpec.sizes``), the
+    static dims as they are, tuned for ``opt_batch`` (default: ``max_batch_size``)."""
     if spec.max_batch_size <= 0:
         raise ValueError(f"model {spec.name!r} does not batch (max_batch_size 0); it cannot get a batch profile")
     top = spec.max_batch_size
@@ -85,12 +87,18 @@ def engine_profile(spec: ModelSpec, opt_batch: int | None = None) -> EngineProfi
         raise ValueError(f"{spec.name}: opt batch {opt} is outside 1..{top} (the contract's max_batch_size)")
     inputs = []
     for tensor in spec.inputs:
-        if any(d < 0 for d in tensor.dims):
+        variable = sum(d < 0 for d in tensor.dims)
+        if variable != len(tensor.sizes):
             raise ValueError(
-                f"{spec.name}.{tensor.name} has variable dims {tensor.dims}: give them fixed sizes in the "
-                "contract before building an engine (profiles vary only the batch axis)"
+                f"{spec.name}.{tensor.name} has variable dims {tensor.dims} but the contract declares "
+                f"(min, opt, max) sizes for {len(tensor.sizes)} of them (TensorSpec.sizes): an engine needs a range "
+                "for each"
             )
-        inputs.append(InputProfile(tensor.name, (1, *tensor.dims), (opt, *tensor.dims), (top, *tensor.dims)))
+        shapes = []
+        for which in range(3):  # min, opt, max
+            ranges = iter(tensor.sizes)
+            shapes.append(tuple(next(ranges)[which] if d < 0 else d for d in tensor.dims))
+        inputs.append(InputProfile(tensor.name, (1, *shapes[0]), (opt, *shapes[1]), (top, *shapes[2])))
     return EngineProfile(spec.name, tuple(inputs))
 
 

@@ -1,7 +1,7 @@
 """Export ``OmniFaceNet`` to the two ONNX graphs the repository serves, and check them.
 
-* ``detector``: UINT8 ``[N, 480, 640, 3]`` RGB -> sigmoid scores, box distances and
-  landmark offsets (``contract.MODELS["detector"]``).
+* ``detector``: UINT8 ``[N, H, W, 3]`` RGB (any H, W multiples of 32) -> sigmoid scores,
+  box distances and landmark offsets for ``L(H, W)`` locations (``contract.MODELS["detector"]``).
 * ``attributes``: UINT8 ``[N, 112, 112, 3]`` RGB aligned crops -> one tensor per task
   output (``contract.attribute_outputs(tasks)``).
 
@@ -28,6 +28,8 @@ from omniface.nn.model import OmniFaceNet, coral_age  # noqa: E402  (after the t
 
 OPSET = 17
 BATCH_DIM = "batch"
+SPATIAL_DIMS = ("height", "width")
+LOCATIONS_DIM = "locations"
 
 ONNX_DTYPES: dict[str, int] = {
     "UINT8": onnx.TensorProto.UINT8,
@@ -104,33 +106,48 @@ def graph_for(net: OmniFaceNet, model_name: str) -> torch.nn.Module:
 
 
 def _example_input(spec: contract.ModelSpec, batch: int = 2):
+    """Random uint8 input; variable (-1) frame dims take the training canvas's size."""
     (tensor,) = spec.inputs
+    frame = iter((contract.DETECTOR_INPUT_HEIGHT, contract.DETECTOR_INPUT_WIDTH))
+    dims = tuple(next(frame) if d == -1 else d for d in tensor.dims)
     gen = torch.Generator().manual_seed(0)
-    return torch.randint(0, 256, (batch, *tensor.dims), dtype=torch.uint8, generator=gen)
+    return torch.randint(0, 256, (batch, *dims), dtype=torch.uint8, generator=gen)
 
 
-def _declare_output_shapes(model):
+def _dynamic_axes(spec: contract.ModelSpec) -> dict[str, dict[int, str]]:
+    """The batch axis of every tensor, and each variable (-1) contract dim: the frame's
+    height and width on the input, the location count on the outputs."""
+    axes: dict[str, dict[int, str]] = {}
+    for tensors, names in ((spec.inputs, SPATIAL_DIMS), (spec.outputs, (LOCATIONS_DIM,))):
+        for tensor in tensors:
+            variable = [axis for axis, d in enumerate(tensor.dims, start=1) if d == -1]
+            axes[tensor.name] = {0: BATCH_DIM, **{axis: names[min(i, len(names) - 1)] for i, axis in enumerate(variable)}}
+    return axes
+
+
+def _declare_output_shapes(model, dynamic_axes: dict[str, dict[int, str]]):
     """Replace the exporter's declared output shapes with ONNX shape inference's.
 
     The TorchScript exporter loses static dims after a Resize with a dynamic batch and
     declares e.g. ``['batch', 'Concatboxes_dim_1', ...]``; ONNX's own shape inference
-    recovers the real ones. Outputs keep the exporter's batch name on axis 0. Nothing
-    is copied from the contract: ``check_against_contract`` verifies the result."""
-    batch_names = {}
+    recovers the real ones. The axes exported as dynamic keep their names (``batch``,
+    ``locations``). Nothing is copied from the contract: ``check_against_contract``
+    verifies the result."""
     for out in model.graph.output:
-        dims = out.type.tensor_type.shape.dim
-        batch_names[out.name] = dims[0].dim_param if len(dims) and dims[0].HasField("dim_param") else None
         out.type.tensor_type.ClearField("shape")
     del model.graph.value_info[:]
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    # data_prop: the head's reshape targets are computed from the input's shape (batch and
+    # location count vary); propagating the constant parts keeps their last dims static.
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
     by_name = {v.name: v for v in inferred.graph.output}
     for out in model.graph.output:
         shape = by_name[out.name].type.tensor_type.shape
         out.type.tensor_type.shape.CopyFrom(shape)
         dims = out.type.tensor_type.shape.dim
-        if batch_names[out.name] and len(dims):
-            dims[0].Clear()
-            dims[0].dim_param = batch_names[out.name]
+        for axis, name in dynamic_axes.get(out.name, {}).items():
+            if axis < len(dims):
+                dims[axis].Clear()
+                dims[axis].dim_param = name
     return model
 
 
@@ -157,14 +174,14 @@ def export_graph(net: OmniFaceNet, model_name: str, path: str | os.PathLike, ops
                 opset_version=opset,
                 input_names=input_names,
                 output_names=output_names,
-                dynamic_axes={name: {0: BATCH_DIM} for name in input_names + output_names},
+                dynamic_axes=_dynamic_axes(spec),
                 do_constant_folding=True,
                 export_params=True,
             )
     finally:
         net.train(was_training)
 
-    model = _declare_output_shapes(onnx.load(str(path)))
+    model = _declare_output_shapes(onnx.load(str(path)), _dynamic_axes(spec))
     model.doc_string = spec.description
     model.producer_name = "omniface"
     meta = {
@@ -233,6 +250,10 @@ def _check_tensors(kind: str, actual, expected, batched: bool, problems: list[st
         for axis, (got, exp) in enumerate(zip(dims[batched:], spec.dims), start=int(batched)):
             if exp != -1 and got != exp:
                 problems.append(f"{kind} {spec.name!r} dim {axis} is {got}, the contract says {exp} (shape {dims})")
+            elif exp == -1 and isinstance(got, int):
+                problems.append(f"{kind} {spec.name!r} dim {axis} is fixed at {got}, the contract needs a variable "
+                                f"size (shape {dims}); a detector exported before contract 1.1: "
+                                "python build/make_detector_dynamic.py")
 
 
 def check_against_contract(onnx_path: str | os.PathLike, model_spec: contract.ModelSpec) -> None:

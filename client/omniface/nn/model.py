@@ -309,12 +309,11 @@ class OmniFaceNet(nn.Module):
         scores, boxes, landmarks = [], [], []
         for level, f in enumerate(feats):
             s, b, lm = self.head(f, level)
-            # Python ints (constants in an exported graph, so ONNX shape inference keeps
-            # L static); the batch axis stays -1 = dynamic. Index within a level: y*w + x.
-            cells = int(f.shape[2]) * int(f.shape[3])
-            scores.append(s.reshape(-1, cells))
-            boxes.append(b.permute(0, 2, 3, 1).reshape(-1, cells, 4))
-            landmarks.append(lm.permute(0, 2, 3, 1).reshape(-1, cells, 2 * contract.NUM_LANDMARKS))
+            # Flatten the cells, batch kept: no size is baked in, so the exported graph
+            # takes any height and width (L follows them). Index within a level: y*w + x.
+            scores.append(s.flatten(1))
+            boxes.append(b.permute(0, 2, 3, 1).flatten(1, 2))
+            landmarks.append(lm.permute(0, 2, 3, 1).flatten(1, 2))
         return {
             "score_logits": torch.cat(scores, dim=1),
             "boxes": torch.cat(boxes, dim=1),

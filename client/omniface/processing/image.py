@@ -39,14 +39,35 @@ QUALITY_REDUCING_GAP = 2.0
 # --------------------------------------------------------------------------------------
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """Decode an encoded JPEG/PNG/WebP/BMP/GIF frame to RGB uint8 HxWx3.
+@dataclass(frozen=True)
+class DecodedFrame:
+    """An encoded image decoded upright: RGB uint8 HxWx3 ``pixels`` as a viewer shows them,
+    and the EXIF ``orientation`` (1-8) that was applied to the stored pixels to get there
+    (1 when the image carries none)."""
 
-    EXIF orientation is applied, so the array is upright as a viewer shows it. Every mode
-    becomes RGB: grayscale is replicated, palettes are expanded, 16-bit samples are
-    rounded to 8 bits, and transparency is composited on black (the colour of the
-    letterbox padding, and independent of whatever an encoder left in transparent
-    pixels). Only the first frame of an animation is decoded.
+    pixels: np.ndarray
+    orientation: int = 1
+
+
+EXIF_ORIENTATION_TAG = 0x0112
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Decode an encoded JPEG/PNG/WebP/BMP/GIF frame to upright RGB uint8 HxWx3
+    (``decode_frame(data).pixels``)."""
+    return decode_frame(data).pixels
+
+
+def decode_frame(data: bytes) -> DecodedFrame:
+    """Decode an encoded JPEG/PNG/WebP/BMP/GIF frame to RGB uint8 HxWx3, upright.
+
+    The EXIF orientation is applied (phones store portraits sideways and tag them), so
+    the pixels, and every coordinate computed on them, are in the frame a viewer shows;
+    the tag applied is returned with them. Every mode becomes RGB: grayscale is
+    replicated, palettes are expanded, 16-bit samples are rounded to 8 bits, and
+    transparency is composited on black (the colour of the letterbox padding, and
+    independent of whatever an encoder left in transparent pixels). Only the first
+    frame of an animation is decoded.
 
     Raises ``InvalidInput`` for empty, oversized, unknown, truncated or corrupt data and
     for frames with zero or more than ``contract.MAX_FRAME_PIXELS`` pixels; the size is
@@ -77,7 +98,8 @@ def decode_image(data: bytes) -> np.ndarray:
             _check_size(img.width, img.height, f"{img.format} image")
             try:
                 img.load()  # Force the full decode: truncation and corruption surface here.
-                upright = ImageOps.exif_transpose(img)
+                orientation = _orientation(img)
+                upright = ImageOps.exif_transpose(img) if orientation != 1 else img
                 rgb = _to_rgb(upright)
             except InvalidInput:
                 raise
@@ -88,7 +110,17 @@ def decode_image(data: bytes) -> np.ndarray:
     array = np.asarray(rgb)
     if not array.flags.writeable or not array.flags.c_contiguous:
         array = np.array(array, order="C")
-    return array
+    return DecodedFrame(array, orientation)
+
+
+def _orientation(img: Image.Image) -> int:
+    """The image's EXIF orientation (1-8); 1 when absent or out of range (which Pillow's
+    ``exif_transpose`` ignores too)."""
+    try:
+        value = img.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    except Exception:  # a corrupt EXIF block: the pixels are still the image
+        return 1
+    return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def _check_size(width: int, height: int, what: str) -> None:
@@ -195,8 +227,8 @@ def _resize(image: np.ndarray, width: int, height: int, reducing_gap: float) -> 
 def letterbox(image: np.ndarray, height: int, width: int) -> tuple[np.ndarray, Letterbox]:
     """Fit ``image`` into a height x width black canvas, aspect ratio kept, centred.
 
-    The detector needs one fixed input size; letterboxing (instead of stretching) keeps
-    faces' proportions as in training. Tiny frames are upscaled. The limiting axis fills
+    Training uses it (one batch, one size); serving uses ``fit_detector``. Letterboxing
+    (instead of stretching) keeps faces' proportions. Tiny frames are upscaled. The limiting axis fills
     the canvas exactly; the other is rounded to whole pixels (<= 0.5 px error).
     """
     src_h, src_w = image.shape[:2]
@@ -205,11 +237,70 @@ def letterbox(image: np.ndarray, height: int, width: int) -> tuple[np.ndarray, L
     scale = min(height / src_h, width / src_w)
     new_w = min(width, max(1, round(src_w * scale)))
     new_h = min(height, max(1, round(src_h * scale)))
-    pad_x = (width - new_w) // 2
-    pad_y = (height - new_h) // 2
-    canvas = np.zeros((height, width, 3), dtype=np.uint8)
+    return _paste_centred(image, float(scale), new_h, new_w, height, width)
+
+
+def _paste_centred(image: np.ndarray, scale: float, new_h: int, new_w: int, canvas_h: int,
+                   canvas_w: int) -> tuple[np.ndarray, Letterbox]:
+    """``image`` resized to new_w x new_h and centred on a black canvas_w x canvas_h canvas."""
+    pad_x = (canvas_w - new_w) // 2
+    pad_y = (canvas_h - new_h) // 2
+    canvas = np.zeros((canvas_h, canvas_w, 3), dtype=np.uint8)
     canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = _resize(image, new_w, new_h, DETECTOR_REDUCING_GAP)
-    return canvas, Letterbox(scale=float(scale), pad_x=float(pad_x), pad_y=float(pad_y))
+    return canvas, Letterbox(scale=scale, pad_x=float(pad_x), pad_y=float(pad_y))
+
+
+def detector_canvas(height: int, width: int, det_size: int) -> tuple[float, int, int, int, int]:
+    """Where a ``height`` x ``width`` frame goes for detection at ``det_size``:
+    ``(scale, new_h, new_w, canvas_h, canvas_w)``.
+
+    ``det_size`` is the long side to resize to (``DETECTOR_MIN_SIDE``..``DETECTOR_MAX_SIDE``;
+    small frames are upscaled), or ``contract.DET_SIZE_NATIVE``: the frame's own size,
+    downscaled only when its long side exceeds ``DETECTOR_MAX_SIDE``. The aspect ratio is
+    kept; the canvas is the resized frame padded up to multiples of
+    ``DETECTOR_SIZE_MULTIPLE`` (at least one multiple per side), so a 4:3 frame at 640
+    is exactly 640x480 and a portrait is as tall as a landscape is wide."""
+    if height <= 0 or width <= 0:
+        raise InvalidInput(f"cannot size an empty frame of {height}x{width} for detection")
+    problem = None if det_size == contract.DET_SIZE_NATIVE else contract.SETTINGS_BY_NAME[contract.DET_SIZE].problem(det_size)
+    if problem:
+        raise InvalidInput(problem)
+    longest = max(height, width)
+    target = longest if det_size == contract.DET_SIZE_NATIVE else int(det_size)
+    target = min(target, contract.DETECTOR_MAX_SIDE)
+    scale = target / longest
+    new_h = min(target, max(1, round(height * scale)))
+    new_w = min(target, max(1, round(width * scale)))
+    step = contract.DETECTOR_SIZE_MULTIPLE
+    canvas_h = max(contract.DETECTOR_MIN_SIDE, -(-new_h // step) * step)
+    canvas_w = max(contract.DETECTOR_MIN_SIDE, -(-new_w // step) * step)
+    return float(scale), new_h, new_w, canvas_h, canvas_w
+
+
+def fit_detector(image: np.ndarray, det_size: int) -> tuple[np.ndarray, Letterbox]:
+    """Resize ``image`` for detection at ``det_size`` (``detector_canvas``) and pad it,
+    centred, onto a black canvas whose sides are multiples of the detector's stride."""
+    return _paste_centred(image, *detector_canvas(image.shape[0], image.shape[1], det_size))
+
+
+def parse_det_size(value: str | int) -> int:
+    """A ``det_size`` as configs, the CLI and the SDK spell it (``"native"`` or a long
+    side) -> its wire value (``DET_SIZE_NATIVE`` or the int); ``InvalidInput`` otherwise."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == contract.DET_SIZE_NATIVE_NAME:
+            return contract.DET_SIZE_NATIVE
+        try:
+            value = int(text)
+        except ValueError:
+            raise InvalidInput(f"det_size must be {contract.DET_SIZE_NATIVE_NAME!r} or a long side in pixels "
+                               f"({contract.DETECTOR_MIN_SIDE}-{contract.DETECTOR_MAX_SIDE}), got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidInput(f"det_size must be {contract.DET_SIZE_NATIVE_NAME!r} or an integer, got {value!r}")
+    problem = contract.SETTINGS_BY_NAME[contract.DET_SIZE].problem(int(value))
+    if problem:
+        raise InvalidInput(problem)
+    return int(value)
 
 
 def cap_source(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:

@@ -39,6 +39,35 @@ def _float_parameter(parameters: Mapping[str, str], key: str, default: float) ->
         raise ValueError(f"model parameter {key!r} must be a number, got {value!r}") from exc
 
 
+def _default_setting(parameters: Mapping[str, str], name: str, default: float) -> float:
+    """A setting's server default (its config parameter), checked as a request's value
+    would be: a repository with a bad default fails at load, not on every request."""
+    value = _float_parameter(parameters, name, default)
+    problem = contract.SETTINGS_BY_NAME[name].problem(value)
+    if problem:
+        raise ValueError(f"model parameter {name!r}: {problem}")
+    return value
+
+
+def request_setting(inputs: Mapping[str, np.ndarray], name: str, default: float) -> float:
+    """A per-request setting (``contract.DETECTION_SETTINGS``) from the request's optional
+    input, else ``default`` (the server's configured value). ``InvalidInput`` names the
+    setting and its valid range when the request's value is out of it."""
+    value = inputs.get(name)
+    if value is None:
+        return default
+    flat = np.asarray(value).reshape(-1)
+    if flat.size != 1:
+        raise InvalidInput(f"{name} must hold exactly one value, got {flat.size}")
+    if flat.dtype.kind not in "iuf":
+        raise InvalidInput(f"{name} must be a number, got dtype {flat.dtype}")
+    number = float(flat[0])
+    problem = contract.SETTINGS_BY_NAME[name].problem(number)
+    if problem:
+        raise InvalidInput(problem)
+    return number
+
+
 class PreprocessStep:
     """Decode one frame, keep a size-capped source copy, letterbox it for the detector."""
 
@@ -47,8 +76,13 @@ class PreprocessStep:
     def __init__(self, parameters: Mapping[str, str] | None = None) -> None:
         parameters = parameters or {}
         self.max_source_side = int(_float_parameter(parameters, "max_source_side", contract.MAX_SOURCE_SIDE_DEFAULT))
+        try:
+            self.det_size = image.parse_det_size(parameters.get(contract.DET_SIZE, str(contract.DET_SIZE_DEFAULT)))
+        except InvalidInput as exc:
+            raise ValueError(f"model parameter {contract.DET_SIZE!r}: {exc}") from exc
 
-    def frame_from_inputs(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+    def frame_from_inputs(self, inputs: Mapping[str, np.ndarray]) -> image.DecodedFrame:
+        """The request's frame, upright (an encoded image's EXIF orientation applied)."""
         encoded = inputs.get(contract.IMAGE_BYTES)
         raw = inputs.get(contract.IMAGE_RAW)
         if (encoded is None) == (raw is None):
@@ -57,22 +91,24 @@ class PreprocessStep:
                 f"{contract.IMAGE_RAW} (uint8 HxWx3 RGB); got {'both' if raw is not None else 'neither'}"
             )
         if raw is not None:
-            return image.as_rgb_frame(raw, "RGB")
+            return image.DecodedFrame(image.as_rgb_frame(raw, "RGB"))
         flat = np.asarray(encoded).reshape(-1)
         if flat.size != 1:
             raise InvalidInput(f"{contract.IMAGE_BYTES} must hold exactly one encoded image, got {flat.size}")
         data = flat[0]
         if isinstance(data, str):
             data = data.encode("latin-1")
-        return image.decode_image(bytes(data))
+        return image.decode_frame(bytes(data))
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
-        frame = self.frame_from_inputs(inputs)
-        height, width = frame.shape[:2]
-        source, source_scale = image.cap_source(frame, self.max_source_side)
-        letterboxed, box = image.letterbox(source, contract.DETECTOR_INPUT_HEIGHT, contract.DETECTOR_INPUT_WIDTH)
+        det_size = int(request_setting(inputs, contract.DET_SIZE, self.det_size))  # before the decoding work
+        decoded = self.frame_from_inputs(inputs)
+        height, width = decoded.pixels.shape[:2]
+        source, source_scale = image.cap_source(decoded.pixels, self.max_source_side)
+        letterboxed, box = image.fit_detector(source, det_size)
         frame_info = np.array(
-            [height, width, box.scale * source_scale, box.pad_x, box.pad_y, source_scale], dtype=np.float32
+            [height, width, box.scale * source_scale, box.pad_x, box.pad_y, source_scale, decoded.orientation,
+             *letterboxed.shape[:2]], dtype=np.float32
         )
         return {
             contract.DETECTOR_IMAGE: letterboxed[np.newaxis],
@@ -152,9 +188,10 @@ class PostprocessStep:
 
     def __init__(self, parameters: Mapping[str, str] | None = None, device_id: int = 0) -> None:
         parameters = parameters or {}
-        self.score_threshold = _float_parameter(parameters, "score_threshold", contract.SCORE_THRESHOLD_DEFAULT)
+        self.score_threshold = _default_setting(parameters, contract.SCORE_THRESHOLD, contract.SCORE_THRESHOLD_DEFAULT)
         self.nms_iou = _float_parameter(parameters, "nms_iou", contract.NMS_IOU_DEFAULT)
-        self.max_faces = int(_float_parameter(parameters, "max_faces", contract.MAX_FACES_DEFAULT))
+        self.max_faces = int(_default_setting(parameters, contract.MAX_FACES, contract.MAX_FACES_DEFAULT))
+        self.min_face_size = _default_setting(parameters, contract.MIN_FACE_SIZE, contract.MIN_FACE_SIZE_DEFAULT)
         device = parameters.get("device", "cpu")
         if device not in ("cpu", "cuda"):
             raise ValueError(f"model parameter 'device' must be 'cpu' or 'cuda', got {device!r}")
@@ -173,6 +210,9 @@ class PostprocessStep:
             host = {k: to_numpy(v) for k, v in inputs.items() if k != contract.SOURCE_IMAGE}
         else:
             host = inputs
+        score_threshold = request_setting(host, contract.SCORE_THRESHOLD, self.score_threshold)
+        max_faces = int(request_setting(host, contract.MAX_FACES, self.max_faces))
+        min_face_size = request_setting(host, contract.MIN_FACE_SIZE, self.min_face_size)
         info = dict(zip(contract.FRAME_INFO_FIELDS, np.asarray(host[contract.FRAME_INFO], dtype=np.float64).tolist()))
         box = image.Letterbox(scale=info["scale"], pad_x=info["pad_x"], pad_y=info["pad_y"])
         faces = detection.detect_faces(
@@ -182,9 +222,12 @@ class PostprocessStep:
             box,
             int(info["height"]),
             int(info["width"]),
-            self.score_threshold,
+            score_threshold,
             self.nms_iou,
-            self.max_faces,
+            max_faces,
+            int(info["detector_height"]),
+            int(info["detector_width"]),
+            min_face_size=min_face_size,
         )
         source = inputs[contract.SOURCE_IMAGE]
         points = faces.landmarks * np.float32(info["source_scale"])

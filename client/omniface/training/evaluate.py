@@ -35,7 +35,7 @@ from omniface import contract
 from omniface.data import crop_sample, difficulty_masks
 from omniface.data.mixed import base_transform
 from omniface.processing.detection import detect_faces
-from omniface.processing.image import letterbox
+from omniface.processing.image import fit_detector, letterbox
 
 IOU_THRESHOLD = 0.5
 
@@ -162,9 +162,26 @@ def landmark_nme(pred: np.ndarray, gt: np.ndarray, gt_box: np.ndarray) -> float:
     return float(np.linalg.norm(np.asarray(pred) - np.asarray(gt), axis=-1).mean() / size)
 
 
+def _detect_chunk(backend, frames: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Raw detector outputs per frame; frames of one canvas size go in one batch."""
+    outputs: list = [None] * len(frames)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, frame in enumerate(frames):
+        by_shape.setdefault(frame.shape, []).append(i)
+    for indices in by_shape.values():
+        scores, dists, lms = backend.detect(np.stack([frames[i] for i in indices]))
+        for row, i in enumerate(indices):
+            outputs[i] = (scores[row], dists[row], lms[row])
+    return outputs
+
+
 def evaluate_detection(backend, images, score_threshold: float = 0.02, nms_iou: float = contract.NMS_IOU_DEFAULT,
-                       max_faces: int = 200, batch: int = 8, progress=None) -> dict:
-    """AP@0.5 per difficulty set and landmark NME over WIDER images (``WiderImage`` list)."""
+                       max_faces: int = 200, batch: int = 8, progress=None, det_size: int | None = None) -> dict:
+    """AP@0.5 per difficulty set and landmark NME over WIDER images (``WiderImage`` list).
+
+    ``det_size`` None letterboxes every frame to the training canvas (contract 1.0's
+    serving); a long side (or ``contract.DET_SIZE_NATIVE``) sizes each frame as the server
+    does for that ``det_size`` (``processing.image.fit_detector``)."""
     h, w = contract.DETECTOR_INPUT_HEIGHT, contract.DETECTOR_INPUT_WIDTH
     per_set = {name: {"scores": [], "flags": [], "num_gt": 0} for name in difficulty_masks(np.zeros((0, 4)))}
     nmes = []
@@ -174,14 +191,15 @@ def evaluate_detection(backend, images, score_threshold: float = 0.02, nms_iou: 
         for rec in chunk:
             with Image.open(rec.path) as im:
                 rgb = np.asarray(im.convert("RGB"))
-            canvas, box = letterbox(rgb, h, w)
+            canvas, box = letterbox(rgb, h, w) if det_size is None else fit_detector(rgb, det_size)
             frames.append(canvas)
             boxes.append(box)
             sizes.append(rgb.shape[:2])
-        scores, dists, lms = backend.detect(np.stack(frames))
+        raw = _detect_chunk(backend, frames)
         for i, rec in enumerate(chunk):
-            dets = detect_faces(scores[i], dists[i], lms[i], boxes[i], sizes[i][0], sizes[i][1],
-                                score_threshold, nms_iou, max_faces)
+            scores, dists, lms = raw[i]
+            dets = detect_faces(scores, dists, lms, boxes[i], sizes[i][0], sizes[i][1],
+                                score_threshold, nms_iou, max_faces, frames[i].shape[0], frames[i].shape[1])
             masks = difficulty_masks(rec.boxes)
             for name, in_set in masks.items():
                 flags, matched = match_detections(dets.boxes, dets.scores, rec.boxes, in_set)
@@ -200,6 +218,45 @@ def evaluate_detection(backend, images, score_threshold: float = 0.02, nms_iou: 
     out["landmark_faces"] = len(nmes)
     out["images"] = len(images)
     return out
+
+
+def size_label(det_size: int | None) -> str:
+    """How tables name a detection size: ``640``, ``native``, or the training letterbox."""
+    if det_size is None:
+        return f"letterbox {contract.DETECTOR_INPUT_WIDTH}x{contract.DETECTOR_INPUT_HEIGHT}"
+    return contract.DET_SIZE_NATIVE_NAME if det_size == contract.DET_SIZE_NATIVE else str(det_size)
+
+
+def detection_by_size_table(by_size: dict[str, dict]) -> str:
+    """Markdown: AP@0.5 per difficulty at each detection size (``{label: evaluate_detection result}``)."""
+    lines = ["| det_size | AP easy | AP medium | AP hard | AP all | landmark NME (faces matched) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for label, d in by_size.items():
+        lines.append(f"| {label} | {d['ap50_easy']:.3f} | {d['ap50_medium']:.3f} | {d['ap50_hard']:.3f} | "
+                     f"{d['ap50_all']:.3f} | {d['landmark_nme_box']:.3f} ({d['landmark_faces']}) |")
+    return "\n".join(lines)
+
+
+def plot_detection_by_size(by_size: dict[str, dict], path: str | os.PathLike) -> None:
+    """AP@0.5 per difficulty against detection size, one line per difficulty."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(by_size)
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for name in ("easy", "medium", "hard", "all"):
+        ax.plot(labels, [by_size[k][f"ap50_{name}"] for k in labels], marker="o", label=name)
+    ax.set_xlabel("det_size (long side, px)")
+    ax.set_ylabel("AP@0.5")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(title="WIDER difficulty")
+    ax.set_title("Detection AP against detection size (held-out WIDER split)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 # ------------------------------------------------------------------------------ attributes
